@@ -1,0 +1,310 @@
+"""Building: raw inputs become a validated ImagePlan, and plans become an archive.
+
+Everything that can be wrong with the inputs is found in `plan_image`, before a byte is written; `build`
+then only streams. The CLI and the Action both call these two functions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from . import formats
+from .archive import ArchiveWriter, atomic_output
+from .digest import Progress, hex_of
+from .errors import InputError, UsageError
+from .formats import Format, ImagePlan, LayerInput
+from .reference import Reference, ReferenceError, check_tag, parse_name
+from .spec import OCI_LAYOUT, Descriptor, canonical_json, index_json, manifest_blob
+from .wasm import WasmFormatError, WasmInfo, read_wasm
+
+# RFC 6838 section 4.2: type "/" subtype, restricted-name characters, at most 127 each.
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(rf"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+# image-spec annotations.md: keys are reverse-domain names; we accept what labels usually are too.
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """The inputs as a user gives them (runwasi's flags, or the Action's inputs), not yet checked."""
+
+    name: str
+    repo: str | None = None
+    tags: Sequence[str] = ("latest",)
+    modules: Sequence[str] = ()
+    layers: Sequence[str] = ()
+    components: str | None = None
+    format: Format = Format.IMAGE
+    created: datetime | None = None
+    labels: Sequence[str] = ()
+    annotations: Sequence[str] = ()
+    author: str | None = None
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    references: tuple[str, ...]
+    manifest: Descriptor
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    images: tuple[BuiltImage, ...]
+    path: Path | None = None
+    size: int = 0
+
+
+def is_valid_media_type(value: str) -> bool:
+    return bool(_MEDIA_TYPE.fullmatch(value))
+
+
+def parse_created(text: str, subject: str = "--created") -> datetime:
+    """A time given as RFC 3339 (`2024-01-02T03:04:05Z`) or as Unix seconds (SOURCE_DATE_EPOCH's form)."""
+    value = text.strip()
+    try:
+        if value.isdigit():
+            moment = datetime.fromtimestamp(int(value), UTC)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise UsageError(
+            f"{subject} {text!r}", "not a time: give RFC 3339 (2024-01-02T03:04:05Z) or Unix seconds"
+        ) from None
+    if moment.tzinfo is None:
+        raise UsageError(f"{subject} {text!r}", "the time needs a zone offset, such as Z or +02:00")
+    if moment.timestamp() < 0:
+        raise UsageError(f"{subject} {text!r}", "times before 1970 cannot be stored in tar headers")
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def created_from_environment(explicit: str | None, env: Mapping[str, str]) -> datetime | None:
+    """`--created` wins; else SOURCE_DATE_EPOCH (reproducible-builds.org); else None, meaning now."""
+    if explicit:
+        return parse_created(explicit)
+    epoch = env.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        if not epoch.isdigit():
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r}", "must be a whole number of seconds since 1970")
+        return parse_created(epoch, "SOURCE_DATE_EPOCH")
+    return None
+
+
+def parse_key_values(items: Sequence[str], subject: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not _KEY.fullmatch(key):
+            raise UsageError(f"{subject} {item!r}", "expected KEY=VALUE with a non-empty key")
+        out[key] = value
+    return out
+
+
+def plan_image(request: BuildRequest, *, cwd: Path | None = None, warn: Warn | None = None) -> ImagePlan:
+    """Check every input and return the plan; raises UsageError or InputError naming the culprit."""
+    base = cwd or Path.cwd()
+    name, tags = _check_names(request)
+    if request.modules and request.components:
+        raise UsageError("--module and --components", "are mutually exclusive: give one or the other")
+    if not request.modules and not request.components:
+        raise UsageError("--module", "no input: give --module PATH (repeatable) or --components DIR")
+    fmt = request.format
+    module_type = formats.layer_media_type_for_module(fmt)
+    layers: list[LayerInput] = []
+    if request.components:
+        paths = _component_files(base / request.components, request.components, warn)
+        layers += [_wasm_input(p, module_type, f"--components {request.components}") for p in paths]
+    layers += [_wasm_input(base / m, module_type, "--module") for m in request.modules]
+    for spec in request.layers:
+        media_type, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--layer {spec!r}", "expected MEDIATYPE=PATH")
+        if not is_valid_media_type(media_type):
+            raise UsageError(
+                f"--layer {spec!r}", f"media type {media_type!r} is not of the form type/subtype"
+            )
+        layers.append(_file_input(base / path, media_type, "--layer"))
+    if fmt is not Format.IMAGE:
+        if len(layers) != 1:
+            raise UsageError(
+                f"--{fmt.value}" if fmt is Format.ROOTFS else "--as-artifact",
+                f"takes exactly one wasm module or component; {len(layers)} were given",
+            )
+        if request.layers:
+            raise UsageError("--layer", f"cannot be combined with the {fmt.value} format")
+    if fmt is Format.ARTIFACT and request.labels:
+        raise UsageError("--label", "artifacts have no image labels; use --annotation")
+    return ImagePlan(
+        reference_name=name,
+        tags=tags,
+        entry_name=request.name,
+        format=fmt,
+        layers=tuple(layers),
+        created=request.created,
+        labels=parse_key_values(request.labels, "--label"),
+        annotations=parse_key_values(request.annotations, "--annotation"),
+        author=request.author,
+    )
+
+
+def _check_names(request: BuildRequest) -> tuple[str, tuple[str, ...]]:
+    try:
+        name_ref = parse_name(request.name)
+        if name_ref.domain:
+            raise ReferenceError(f"{request.name!r} names a registry; put it in --repo")
+    except ReferenceError as exc:
+        raise UsageError(f"--name {request.name!r}", str(exc)) from None
+    repo: Reference | None = None
+    if request.repo:
+        try:
+            repo = parse_name(request.repo.rstrip("/"))
+        except ReferenceError as exc:
+            raise UsageError(f"--repo {request.repo!r}", str(exc)) from None
+    if not request.tags:
+        raise UsageError("--tag", "at least one tag is needed")
+    for tag in request.tags:
+        try:
+            check_tag(tag)
+        except ReferenceError as exc:
+            raise UsageError(f"--tag {tag!r}", str(exc)) from None
+    full = f"{repo.name}/{request.name}" if repo else request.name
+    try:
+        parse_name(full)
+    except ReferenceError as exc:
+        raise UsageError(f"--repo/--name {full!r}", str(exc)) from None
+    return full, tuple(dict.fromkeys(request.tags))
+
+
+def _component_files(directory: Path, given: str, warn: Warn | None) -> list[Path]:
+    subject = f"--components {given}"
+    try:
+        entries = sorted(directory.iterdir(), key=lambda p: p.name)
+    except FileNotFoundError:
+        raise InputError(subject, "no such directory", path=directory) from None
+    except NotADirectoryError:
+        raise InputError(subject, "is not a directory", path=directory) from None
+    except OSError as exc:
+        raise InputError(subject, exc.strerror or str(exc), path=directory) from None
+    wasm = [p for p in entries if p.suffix == ".wasm" and not p.is_dir()]
+    if warn:
+        for p in entries:
+            if p not in wasm:
+                warn(f"{subject}: skipping {p.name} (not a .wasm file)")
+    if not wasm:
+        raise InputError(subject, "holds no .wasm file", path=directory)
+    return wasm
+
+
+def _file_input(path: Path, media_type: str, origin: str) -> LayerInput:
+    subject = f"{origin} {path}"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(subject, "no such file", path=path) from None
+    except OSError as exc:
+        raise InputError(subject, exc.strerror or str(exc), path=path) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(subject, "is a directory, not a file", path=path)
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(subject, "is not a regular file", path=path)
+    if not os.access(path, os.R_OK):
+        raise InputError(subject, "permission denied", path=path)
+    return LayerInput(path, media_type, st.st_size, origin)
+
+
+def _wasm_input(path: Path, media_type: str, origin: str) -> LayerInput:
+    layer = _file_input(path, media_type, origin)
+    return LayerInput(layer.path, media_type, layer.size, origin, _read_wasm_file(path, origin))
+
+
+def _read_wasm_file(path: Path, origin: str) -> WasmInfo:
+    try:
+        with open(path, "rb") as f:
+            return read_wasm(f)
+    except WasmFormatError as exc:
+        raise InputError(f"{origin} {path}", str(exc), path=path) from None
+    except OSError as exc:
+        raise InputError(f"{origin} {path}", exc.strerror or str(exc), path=path) from None
+
+
+def default_output(plan: ImagePlan, out: str | None, cwd: Path | None = None) -> Path:
+    """runwasi's `-o` names the archive; no `-o`, or an existing directory, means `NAME.tar` there."""
+    base = cwd or Path.cwd()
+    filename = plan.entry_name.rsplit("/", 1)[-1] + ".tar"
+    if not out:
+        return base / filename
+    path = base / out
+    return path / filename if path.is_dir() else path
+
+
+def build(
+    plans: Sequence[ImagePlan],
+    dest: Path | BinaryIO,
+    *,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> BuildResult:
+    """Write the images to `dest`: a path (replaced atomically) or an open binary file."""
+    if isinstance(dest, Path):
+        with atomic_output(dest) as f:
+            result = _write(plans, f, progress, now)
+            size = f.tell()
+        return BuildResult(result.images, dest, size)
+    return _write(plans, dest, progress, now)
+
+
+def _write(
+    plans: Sequence[ImagePlan], out: BinaryIO, progress: Progress | None, now: datetime | None
+) -> BuildResult:
+    moment = now or datetime.now(UTC).replace(microsecond=0)
+    created = next((p.created for p in plans if p.created is not None), None)
+    mtime = int(created.timestamp()) if created else 0
+    writer = ArchiveWriter(out, mtime=mtime)
+    images: list[BuiltImage] = []
+    index: list[Descriptor] = []
+    docker: list[dict[str, object]] = []
+    for plan in plans:
+        layers = [
+            writer.add_stream_blob(blob.media_type, blob.parts, progress)
+            for blob in formats.layer_blobs(plan, mtime)
+        ]
+        config = writer.add_blob(formats.config_blob(plan, layers, moment))
+        platform = formats.platform(plan)
+        manifest = writer.add_blob(
+            manifest_blob(config, layers, formats.manifest_annotations(plan)),
+            platform=platform,
+            annotations=formats.name_annotations(plan.reference_name, plan.tags[0]),
+        )
+        images.append(BuiltImage(plan.references, manifest, config, tuple(layers)))
+        for tag in plan.tags:
+            index.append(
+                Descriptor(
+                    manifest.media_type,
+                    manifest.digest,
+                    manifest.size,
+                    formats.name_annotations(plan.reference_name, tag),
+                    platform,
+                )
+            )
+        docker.append(
+            {
+                "Config": f"blobs/sha256/{hex_of(config.digest)}",
+                "RepoTags": list(plan.references),
+                "Layers": [f"blobs/sha256/{hex_of(layer.digest)}" for layer in layers],
+            }
+        )
+    writer.add_file("index.json", index_json(index))
+    writer.add_file("oci-layout", canonical_json(OCI_LAYOUT))
+    writer.add_file("manifest.json", canonical_json(docker))
+    writer.finish()
+    return BuildResult(tuple(images))

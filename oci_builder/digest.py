@@ -1,0 +1,190 @@
+"""Digests and blob I/O: every blob is named by the SHA-256 of its bytes, so hashing is the floor of our cost.
+
+`copy_hashed` reads each input byte once: the calling thread reads and hashes (hashlib releases the GIL on
+large buffers) while a writer thread drains a small, fixed pool of buffers, so memory stays constant and
+the copy hides behind the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import InputError
+
+CHUNK_SIZE = 1 << 20
+_BUFFERS = 4
+
+# image-spec descriptor.md: algorithm-component (separator component)* ":" encoded
+_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_SHA256_HEX_RE = re.compile(r"[a-f0-9]{64}")
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes just processed."""
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def digest_problem(value: object) -> str | None:
+    """Why `value` is not a digest image-spec accepts (None when it is); sha256 must be 64 lowercase hex."""
+    if not isinstance(value, str):
+        return f"digest must be a string, not {type(value).__name__}"
+    if not _DIGEST_RE.fullmatch(value):
+        return f"digest {value!r} does not match the grammar algorithm:encoded"
+    algorithm, encoded = value.split(":", 1)
+    if algorithm == "sha256" and not _SHA256_HEX_RE.fullmatch(encoded):
+        return f"digest {value!r}: sha256 needs 64 lowercase hex digits"
+    if algorithm not in ("sha256", "sha512"):
+        return f"digest {value!r}: unsupported algorithm {algorithm!r}"
+    return None
+
+
+def hex_of(digest: str) -> str:
+    """The encoded part of a sha256 digest: the blob's file name under blobs/sha256/."""
+    algorithm, _, encoded = digest.partition(":")
+    if algorithm != "sha256" or not _SHA256_HEX_RE.fullmatch(encoded):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return encoded
+
+
+class ShortReadError(Exception):
+    """The source ended before `size` bytes, or went on past it: it changed while we read it."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"expected {expected} bytes, read {got}: the file changed while it was read")
+        self.expected = expected
+        self.got = got
+
+
+def copy_hashed(
+    src: BinaryIO,
+    dst: BinaryIO | None,
+    size: int,
+    hasher: hashlib._Hash | None = None,
+    progress: Progress | None = None,
+) -> hashlib._Hash:
+    """Copy exactly `size` bytes from src to dst (or only hash them when dst is None).
+
+    Returns the hasher, updated with the bytes; a caller may pass one in to hash a blob made of parts.
+    Raises ShortReadError if src does not hold exactly `size` bytes from its position.
+    """
+    h = hasher if hasher is not None else hashlib.sha256()
+    if dst is None or size <= CHUNK_SIZE:
+        _copy_serial(src, dst, size, h, progress)
+    else:
+        _copy_pipelined(src, dst, size, h, progress)
+    return h
+
+
+def _copy_serial(
+    src: BinaryIO, dst: BinaryIO | None, size: int, h: hashlib._Hash, progress: Progress | None
+) -> None:
+    buf = bytearray(min(CHUNK_SIZE, max(size, 1)))
+    view = memoryview(buf)
+    done = 0
+    while done < size:
+        n = src.readinto(view[: min(len(buf), size - done)])  # type: ignore[attr-defined]
+        if not n:
+            raise ShortReadError(size, done)
+        chunk = view[:n]
+        h.update(chunk)
+        if dst is not None:
+            dst.write(chunk)
+        done += n
+        if progress:
+            progress(n)
+    _expect_end(src, size)
+
+
+def _copy_pipelined(
+    src: BinaryIO, dst: BinaryIO, size: int, h: hashlib._Hash, progress: Progress | None
+) -> None:
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(_BUFFERS):
+        free.put(bytearray(CHUNK_SIZE))
+    filled: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        while (item := filled.get()) is not None:
+            buf, n = item
+            if not failure:
+                try:
+                    dst.write(memoryview(buf)[:n])
+                except BaseException as exc:  # handed to the reading thread, which re-raises it
+                    failure.append(exc)
+            free.put(buf)
+
+    writer = threading.Thread(target=write, name="blob-writer", daemon=True)
+    writer.start()
+    done = 0
+    try:
+        while done < size and not failure:
+            buf = free.get()
+            n = src.readinto(memoryview(buf)[: min(CHUNK_SIZE, size - done)])  # type: ignore[attr-defined]
+            if not n:
+                free.put(buf)
+                raise ShortReadError(size, done)
+            h.update(memoryview(buf)[:n])
+            filled.put((buf, n))
+            done += n
+            if progress:
+                progress(n)
+    finally:
+        filled.put(None)
+        writer.join()
+    if failure:
+        raise failure[0]
+    _expect_end(src, size)
+
+
+def _expect_end(src: BinaryIO, size: int) -> None:
+    if src.read(1):
+        raise ShortReadError(size, size + 1)
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """A whole input file whose size was taken when the build was planned; it must not change after."""
+
+    path: Path
+    size: int
+
+
+BlobPart = bytes | FileRange
+"""A blob is written from parts: bytes we made (tar headers, padding) and input files, in order."""
+
+
+def parts_size(parts: Sequence[BlobPart]) -> int:
+    return sum(len(p) if isinstance(p, bytes) else p.size for p in parts)
+
+
+def copy_parts(
+    parts: Sequence[BlobPart], dst: BinaryIO | None, progress: Progress | None = None
+) -> hashlib._Hash:
+    """Stream every part into dst (or only hash when dst is None); the hasher covers the whole blob."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bytes):
+            h.update(part)
+            if dst is not None:
+                dst.write(part)
+            continue
+        try:
+            src = open(part.path, "rb", buffering=0)  # noqa: SIM115 (closed just below)
+        except OSError as exc:
+            raise InputError(str(part.path), exc.strerror or str(exc), path=part.path) from None
+        with src:
+            try:
+                copy_hashed(src, dst, part.size, h, progress)
+            except ShortReadError as exc:
+                raise InputError(str(part.path), str(exc), path=part.path) from None
+    return h

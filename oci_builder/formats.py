@@ -1,0 +1,178 @@
+"""What each wasm image format puts in its layers, config and manifest annotations.
+
+Three consumers, three shapes (REFERENCE.md section 1): runwasi's wasm OCI image (raw wasm layers, the
+`containerd.runwasi.layers` label), the CNCF Wasm OCI Artifact (one `application/wasm` layer, the wasm
+config with the component's world), and a rootfs image (the wasm file inside a tar layer) for runtimes
+that need a root filesystem. A format sees the validated inputs and the layer descriptors once written.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .archive import single_file_tar
+from .digest import BlobPart, FileRange, hex_of
+from .spec import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+    LABEL_RUNWASI_LAYERS,
+    MEDIA_TYPE_IMAGE_CONFIG,
+    MEDIA_TYPE_RUNWASI_LAYER,
+    MEDIA_TYPE_TAR_LAYER,
+    MEDIA_TYPE_WASM_CONFIG,
+    MEDIA_TYPE_WASM_LAYER,
+    Blob,
+    Descriptor,
+    Platform,
+    json_blob,
+)
+from .wasm import WasmInfo, WasmKind
+
+WASM_ARCHITECTURE = "wasm"
+MODULE_OS = "wasip1"
+COMPONENT_OS = "wasip2"
+ROOTFS_FILE_MODE = 0o755
+# crun picks its wasm handler for images carrying this annotation.
+ANNOTATION_CRUN_VARIANT = "module.wasm.image/variant"
+
+
+class Format(enum.Enum):
+    IMAGE = "image"
+    ARTIFACT = "artifact"
+    ROOTFS = "rootfs"
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """One input file, checked when the build was planned. `origin` names where it came from, for errors."""
+
+    path: Path
+    media_type: str
+    size: int
+    origin: str
+    wasm: WasmInfo | None = None
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """A validated description of one image: everything needed to write it, nothing left to check."""
+
+    reference_name: str
+    tags: tuple[str, ...]
+    entry_name: str
+    format: Format
+    layers: tuple[LayerInput, ...]
+    created: datetime | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    author: str | None = None
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(f"{self.reference_name}:{tag}" for tag in self.tags)
+
+    @property
+    def reference(self) -> str:
+        return self.references[0]
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    media_type: str
+    parts: tuple[BlobPart, ...]
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def layer_blobs(plan: ImagePlan, mtime: int) -> list[LayerBlob]:
+    if plan.format is Format.ROOTFS:
+        (layer,) = plan.layers
+        header, trailer = single_file_tar(f"{rootfs_file(plan)}", layer.size, ROOTFS_FILE_MODE, mtime)
+        return [LayerBlob(MEDIA_TYPE_TAR_LAYER, (header, FileRange(layer.path, layer.size), trailer))]
+    return [LayerBlob(layer.media_type, (FileRange(layer.path, layer.size),)) for layer in plan.layers]
+
+
+def rootfs_file(plan: ImagePlan) -> str:
+    """The wasm file's name at the root of the filesystem: the image name's last component."""
+    return plan.entry_name.rsplit("/", 1)[-1] + ".wasm"
+
+
+def platform(plan: ImagePlan) -> Platform:
+    if plan.format is Format.ARTIFACT and _is_component(plan.layers[0]):
+        return Platform(COMPONENT_OS, WASM_ARCHITECTURE)
+    return Platform(MODULE_OS, WASM_ARCHITECTURE)
+
+
+def config_blob(plan: ImagePlan, layers: Sequence[Descriptor], now: datetime) -> Blob:
+    if plan.format is Format.ARTIFACT:
+        return _artifact_config(plan, layers, now)
+    value: dict[str, Any] = {
+        "architecture": WASM_ARCHITECTURE,
+        "os": MODULE_OS,
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+    labels = dict(plan.labels)
+    if plan.format is Format.ROOTFS:
+        value["config"] = {"Entrypoint": [f"/{rootfs_file(plan)}"]}
+        value["rootfs"]["diff_ids"] = [layer.digest for layer in layers]
+    else:
+        value["config"] = {"Entrypoint": [f"{plan.entry_name}.wasm"]}
+        # Without layers in rootfs, two images with equal configs would share an ID (image-spec PR 1173).
+        joined = "".join(hex_of(layer.digest) for layer in layers)
+        labels[LABEL_RUNWASI_LAYERS] = hashlib.sha256(joined.encode()).hexdigest()
+    if labels:
+        value["config"]["Labels"] = labels
+    if plan.created is not None:
+        value["created"] = rfc3339(plan.created)
+    if plan.author is not None:
+        value["author"] = plan.author
+    return json_blob(MEDIA_TYPE_IMAGE_CONFIG, value)
+
+
+def _artifact_config(plan: ImagePlan, layers: Sequence[Descriptor], now: datetime) -> Blob:
+    (layer,) = plan.layers
+    component: dict[str, Any] | None = None
+    if _is_component(layer):
+        assert layer.wasm is not None and layer.wasm.world is not None
+        component = {
+            "exports": list(layer.wasm.world.exports),
+            "imports": list(layer.wasm.world.imports),
+            "target": None,
+        }
+    value = {
+        "created": rfc3339(plan.created or now),
+        "author": plan.author,
+        "architecture": WASM_ARCHITECTURE,
+        "os": platform(plan).os,
+        "layerDigests": [d.digest for d in layers],
+        "component": component,
+    }
+    return json_blob(MEDIA_TYPE_WASM_CONFIG, value)
+
+
+def _is_component(layer: LayerInput) -> bool:
+    return layer.wasm is not None and layer.wasm.kind is WasmKind.COMPONENT
+
+
+def manifest_annotations(plan: ImagePlan) -> dict[str, str]:
+    annotations = dict(plan.annotations)
+    if plan.format is Format.ROOTFS:
+        annotations.setdefault(ANNOTATION_CRUN_VARIANT, "compat-smart")
+    annotations.update(name_annotations(plan.reference_name, plan.tags[0]))
+    return annotations
+
+
+def name_annotations(name: str, tag: str) -> dict[str, str]:
+    return {ANNOTATION_IMAGE_NAME: f"{name}:{tag}", ANNOTATION_REF_NAME: tag}
+
+
+def layer_media_type_for_module(fmt: Format) -> str:
+    return MEDIA_TYPE_WASM_LAYER if fmt is Format.ARTIFACT else MEDIA_TYPE_RUNWASI_LAYER
