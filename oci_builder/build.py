@@ -20,13 +20,10 @@ from .archive import ArchiveWriter, atomic_output
 from .digest import Progress, hex_of
 from .errors import InputError, UsageError
 from .formats import Format, ImagePlan, LayerInput
-from .reference import Reference, ReferenceError, check_tag, parse_name
-from .spec import OCI_LAYOUT, Descriptor, canonical_json, index_json, manifest_blob
+from .reference import ReferenceError, check_prefix, check_tag, parse_name
+from .spec import OCI_LAYOUT, Descriptor, canonical_json, index_json, is_valid_media_type, manifest_blob
 from .wasm import WasmFormatError, WasmInfo, read_wasm
 
-# RFC 6838 section 4.2: type "/" subtype, restricted-name characters, at most 127 each.
-_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-_MEDIA_TYPE = re.compile(rf"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
 # image-spec annotations.md: keys are reverse-domain names; we accept what labels usually are too.
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 
@@ -63,10 +60,6 @@ class BuildResult:
     images: tuple[BuiltImage, ...]
     path: Path | None = None
     size: int = 0
-
-
-def is_valid_media_type(value: str) -> bool:
-    return bool(_MEDIA_TYPE.fullmatch(value))
 
 
 def parse_created(text: str, subject: str = "--created") -> datetime:
@@ -164,10 +157,10 @@ def _check_names(request: BuildRequest) -> tuple[str, tuple[str, ...]]:
             raise ReferenceError(f"{request.name!r} names a registry; put it in --repo")
     except ReferenceError as exc:
         raise UsageError(f"--name {request.name!r}", str(exc)) from None
-    repo: Reference | None = None
-    if request.repo:
+    repo = request.repo.rstrip("/") if request.repo else None
+    if repo is not None:
         try:
-            repo = parse_name(request.repo.rstrip("/"))
+            check_prefix(repo)
         except ReferenceError as exc:
             raise UsageError(f"--repo {request.repo!r}", str(exc)) from None
     if not request.tags:
@@ -177,7 +170,7 @@ def _check_names(request: BuildRequest) -> tuple[str, tuple[str, ...]]:
             check_tag(tag)
         except ReferenceError as exc:
             raise UsageError(f"--tag {tag!r}", str(exc)) from None
-    full = f"{repo.name}/{request.name}" if repo else request.name
+    full = f"{repo}/{request.name}" if repo else request.name
     try:
         parse_name(full)
     except ReferenceError as exc:

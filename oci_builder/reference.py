@@ -113,6 +113,17 @@ def parse_name(name: str) -> Reference:
     return Reference(domain, path)
 
 
+def check_prefix(prefix: str) -> None:
+    """A repository prefix (runwasi's --repo): a registry alone, like `localhost:5000`, or a name."""
+    if "/" not in prefix and _is_domain(prefix):
+        if any(c.isspace() for c in prefix):
+            raise ReferenceError(f"{prefix!r} contains whitespace")
+        if not _DOMAIN.fullmatch(prefix):
+            raise ReferenceError(f"registry {prefix!r} is not a valid host[:port]")
+        return
+    parse_name(prefix)
+
+
 def parse_reference(text: str) -> Reference:
     """Parse `name[:tag][@digest]`."""
     rest, at, digest = text.partition("@")
