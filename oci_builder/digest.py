@@ -7,9 +7,13 @@ the copy hides behind the hash.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import os
 import queue
 import re
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -170,7 +174,11 @@ def parts_size(parts: Sequence[BlobPart]) -> int:
 def copy_parts(
     parts: Sequence[BlobPart], dst: BinaryIO | None, progress: Progress | None = None
 ) -> hashlib._Hash:
-    """Stream every part into dst (or only hash when dst is None); the hasher covers the whole blob."""
+    """Stream every part into dst (or only hash when dst is None); the hasher covers the whole blob.
+
+    An input file that changes while it is read (its size or mtime moves) fails the copy: what was hashed
+    might not be what was written.
+    """
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, bytes):
@@ -183,8 +191,77 @@ def copy_parts(
         except OSError as exc:
             raise InputError(str(part.path), exc.strerror or str(exc), path=part.path) from None
         with src:
+            before = os.fstat(src.fileno())
             try:
-                copy_hashed(src, dst, part.size, h, progress)
+                if dst is not None and _is_file(dst):
+                    _copy_file_alongside(src, dst, part.size, h, progress)
+                else:
+                    copy_hashed(src, dst, part.size, h, progress)
             except ShortReadError as exc:
                 raise InputError(str(part.path), str(exc), path=part.path) from None
+            after = os.fstat(src.fileno())
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise InputError(str(part.path), "the file changed while it was read", path=part.path)
     return h
+
+
+def _is_file(stream: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _copy_file_alongside(
+    src: BinaryIO, dst: BinaryIO, size: int, h: hashlib._Hash, progress: Progress | None
+) -> None:
+    """The kernel copies src into dst on the other core while this thread reads and hashes it.
+
+    Both read the same pages from the page cache, so the copy costs no wall time: the build runs at the
+    speed of one SHA-256 pass.
+    """
+    dst.flush()
+    start = dst.tell()
+    failure: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            _kernel_copy(src.fileno(), dst.fileno(), size, start)
+        except BaseException as exc:  # handed to the hashing thread, which re-raises it
+            failure.append(exc)
+
+    copier = threading.Thread(target=copy, name="blob-copy", daemon=True)
+    copier.start()
+    try:
+        copy_hashed(src, None, size, h, progress)
+    finally:
+        copier.join()
+    if failure:
+        raise failure[0]
+    dst.seek(start + size)
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM}
+
+
+def _kernel_copy(in_fd: int, out_fd: int, size: int, out_offset: int) -> None:
+    """copy_file_range at explicit offsets (file positions untouched); pread/pwrite where it is refused."""
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(in_fd, out_fd, size - done, done, out_offset + done)
+            if not n:
+                raise ShortReadError(size, done)
+            done += n
+    except OSError as exc:
+        if exc.errno not in _NO_KERNEL_COPY:
+            raise
+        while done < size:
+            chunk = os.pread(in_fd, min(CHUNK_SIZE, size - done), done)
+            if not chunk:
+                raise ShortReadError(size, done) from None
+            view = memoryview(chunk)
+            while view:
+                written = os.pwrite(out_fd, view, out_offset + done)
+                view = view[written:]
+                done += written
