@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from realtools import CompileWat
 
 from oci_builder import BuildRequest, Format, build, plan_image
 from oci_builder.build import created_from_environment, default_output, parse_created
-from oci_builder.errors import UsageError
+from oci_builder.errors import InputError, UsageError
 
 RUNWASI_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
 EPOCH = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -255,3 +256,27 @@ def test_default_output(tmp_path: Path, hello_wasm: Path) -> None:
     assert default_output(plan, None, tmp_path) == tmp_path / "app.tar"
     assert default_output(plan, ".", tmp_path) == tmp_path / "app.tar"
     assert default_output(plan, "dist/x.tar", tmp_path) == tmp_path / "dist" / "x.tar"
+
+
+@pytest.mark.parametrize("fmt", list(Format), ids=lambda f: f.value)
+def test_kernel_copy_and_plain_copy_write_the_same_bytes(tmp_path: Path, fmt: Format) -> None:
+    """A file destination takes the copy_file_range path, a BytesIO the plain one: same archive."""
+    module = tmp_path / "big.wasm"
+    # a custom section of (2 << 20) + 3 bytes: its name "x", then random bytes
+    module.write_bytes(b"\0asm\x01\0\0\0" + b"\0\x83\x80\x80\x01\x01x" + os.urandom((2 << 20) + 1))
+    plan = plan_image(BuildRequest(name="big", modules=[str(module)], format=fmt, created=EPOCH))
+    in_memory = io.BytesIO()
+    build([plan], in_memory)
+    build([plan], tmp_path / "big.tar")
+    assert (tmp_path / "big.tar").read_bytes() == in_memory.getvalue()
+
+
+def test_a_module_that_changes_after_planning_fails_the_build(tmp_path: Path, hello_wasm: Path) -> None:
+    module = tmp_path / "app.wasm"
+    module.write_bytes(hello_wasm.read_bytes())
+    plan = plan_image(BuildRequest(name="app", modules=[str(module)]))
+    with module.open("ab") as f:
+        f.write(b"\0" * 10)
+    with pytest.raises(InputError, match="changed while it was read"):
+        build([plan], tmp_path / "app.tar")
+    assert not any(p.suffix == ".tmp" or p.name == "app.tar" for p in tmp_path.iterdir())
