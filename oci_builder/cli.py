@@ -7,16 +7,24 @@ stderr, exit 2 for usage and 1 for failures; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 from .build import BuildRequest, build, created_from_environment, default_output, plan_image
 from .errors import OciBuilderError, UsageError
 from .formats import Format
-from .progress import TerminalProgress, print_summary
+from .inspection import images_json, inspect_archive, render_text
+from .progress import TerminalProgress, human_size, print_summary
+from .reader import OciArchive
+from .reference import parse_name
+from .registry import Credential, PushEvent, push_archive
+from .verify import DEFAULT_MAX_EXPANDED, verify_archive
 
 PROG = "oci-tar-builder"
 
@@ -104,6 +112,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="manifest annotation; repeatable",
     )
+    parser.add_argument(
+        "--push",
+        action="store_true",
+        help="then push the image to REPO/NAME:TAG for each tag (--repo must name the registry)",
+    )
+    _add_registry_flags(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     return parser
@@ -130,6 +144,11 @@ def run_build(argv: Sequence[str]) -> int:
     )
     plan = plan_image(request, warn=_warn)
     dest = default_output(plan, args.out_path)
+    credential = _push_credential(args) if args.push else None
+    if args.push and parse_name(plan.reference_name).domain is None:
+        raise UsageError(
+            "--push", "needs a --repo that names the registry, e.g. ghcr.io/OWNER or localhost:5000"
+        )
     progress = TerminalProgress.for_terminal(sum(layer.size for layer in plan.layers), args.quiet)
     try:
         result = build([plan], dest, progress=progress)
@@ -137,10 +156,198 @@ def run_build(argv: Sequence[str]) -> int:
         if progress:
             progress.close()
     print_summary(result)
+    if args.push:
+        _push(dest, [], None, credential, args)
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"build": run_build}
+def _add_registry_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "registry access (credentials otherwise come from docker's config.json)"
+    )
+    group.add_argument(
+        "--username", metavar="USER", help="user name for the registry (with --password-stdin)"
+    )
+    group.add_argument(
+        "--password-stdin", action="store_true", help="read the password or token from standard input"
+    )
+    group.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="PEM",
+        help="also trust this CA certificate (the system store, or $SSL_CERT_FILE, is always trusted)",
+    )
+    group.add_argument(
+        "--insecure",
+        action="append",
+        default=[],
+        metavar="REGISTRY",
+        help="allow plain HTTP to REGISTRY (host[:port]); loopback registries always may; repeatable",
+    )
+
+
+def _push_credential(args: argparse.Namespace) -> Credential | None:
+    """--username with the password on stdin (never as an argument, where `ps` and logs would show it)."""
+    if args.password_stdin and not args.username:
+        raise UsageError("--password-stdin", "needs --username")
+    if not args.username:
+        return None
+    if not args.password_stdin:
+        raise UsageError("--username", "needs --password-stdin: a password is not taken as an argument")
+    password = sys.stdin.read().rstrip("\r\n")
+    if not password:
+        raise UsageError("--password-stdin", "standard input held no password")
+    return Credential(args.username, password)
+
+
+class _PushDisplay:
+    """A line per blob and a progress line for large uploads, on stderr and only when it is a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._upload: TerminalProgress | None = None
+
+    def event(self, event: PushEvent) -> None:
+        if not self.enabled:
+            return
+        if self._upload is not None:
+            self._upload.close()
+            self._upload = None
+        if event.action == "uploading":
+            self._upload = TerminalProgress.for_terminal(event.descriptor.size, False, label="pushing")
+            return
+        d = event.descriptor
+        print(f"{event.action:<9} {d.digest}  {human_size(d.size):>10}  {event.repository}", file=sys.stderr)
+
+    def progress(self, n: int) -> None:
+        if self._upload is not None:
+            self._upload(n)
+
+
+def _push(
+    archive: Path,
+    references: Sequence[str],
+    repo: str | None,
+    credential: Credential | None,
+    args: argparse.Namespace,
+) -> None:
+    display = _PushDisplay(args.quiet)
+    pushed = push_archive(
+        archive,
+        references,
+        repo=repo,
+        credentials=credential,
+        ca_file=args.ca_file,
+        insecure=args.insecure,
+        on_event=display.event,
+        progress=display.progress,
+        warn=_warn,
+    )
+    for ref in pushed:
+        print(f"pushed {ref}")
+
+
+def _push_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog=f"{PROG} push",
+        description="Push every image of an OCI archive (ours or any tool's) to a registry.",
+        epilog="With no REF, each image goes to the name the archive records (io.containerd.image.name), "
+        "or with --repo to REPOSITORY:TAG for each tag it records (org.opencontainers.image.ref.name). "
+        "Several images for one REF are pushed as an image index.",
+    )
+    parser.add_argument("archive", metavar="ARCHIVE", type=Path, help="an OCI image layout in a tar")
+    parser.add_argument("references", nargs="*", metavar="REF", help="where to push: HOST/REPOSITORY[:TAG]")
+    parser.add_argument("--repo", metavar="REPOSITORY", help="push to REPOSITORY under the archive's tags")
+    _add_registry_flags(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    return parser
+
+
+def run_push(argv: Sequence[str]) -> int:
+    args = _push_parser().parse_args(argv)
+    if args.references and args.repo:
+        raise UsageError(
+            "--repo", "is for pushing under the archive's tags; with REF arguments, leave it out"
+        )
+    _push(args.archive, args.references, args.repo, _push_credential(args), args)
+    return 0
+
+
+def _inspect_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog=f"{PROG} inspect",
+        description="Show each image of an OCI archive (ours or any tool's): name, digest, platform, config "
+        "and layers, and for a Wasm OCI Artifact its os, architecture and component imports and exports.",
+    )
+    parser.add_argument("archive", metavar="ARCHIVE", type=Path, help="an OCI image layout in a tar")
+    parser.add_argument("--json", action="store_true", help="print one JSON document, for scripts")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    return parser
+
+
+def run_inspect(argv: Sequence[str]) -> int:
+    args = _inspect_parser().parse_args(argv)
+    with OciArchive.open(args.archive) as archive:
+        images = inspect_archive(archive)
+    if args.json:
+        json.dump({"archive": str(args.archive), "images": images_json(images)}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render_text(images, sys.stdout)
+    return 0
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _byte_size(text: str) -> int:
+    """A size as bytes, or with a binary suffix: 512, 64K, 10MiB, 64G."""
+    match = re.fullmatch(r"(\d+)\s*([KMGT]?)(?:i?B)?", text.strip(), re.IGNORECASE)
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give bytes, or a number with K, M, G or T")
+    return int(match[1]) * _SIZE_UNITS[match[2].upper()]
+
+
+def _verify_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog=f"{PROG} verify",
+        description="Check an OCI archive: every blob against its digest and size, the index, manifests "
+        "and configs against image-spec v1.1, wasm and gzip layers, and docker's manifest.json against the "
+        "index. Prints every problem, one a line, and exits 1 if there is any.",
+    )
+    parser.add_argument("archive", metavar="ARCHIVE", type=Path, help="an OCI image layout in a tar")
+    parser.add_argument(
+        "--max-expanded-size",
+        type=_byte_size,
+        default=DEFAULT_MAX_EXPANDED,
+        metavar="SIZE",
+        help="give up on a gzip layer that expands beyond SIZE (bytes, or with K/M/G/T; default 64G)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    return parser
+
+
+def run_verify(argv: Sequence[str]) -> int:
+    args = _verify_parser().parse_args(argv)
+    result = verify_archive(args.archive, max_expanded=args.max_expanded_size)
+    for problem in result.problems:
+        print(problem)
+    if result.problems:
+        count = len(result.problems)
+        print(f"{PROG}: {args.archive}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return 1
+    images = f"{result.images} image{'s' if result.images != 1 else ''}"
+    print(f"ok: {args.archive} ({images}, {result.blobs} blob{'s' if result.blobs != 1 else ''} verified)")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "build": run_build,
+    "push": run_push,
+    "inspect": run_inspect,
+    "verify": run_verify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

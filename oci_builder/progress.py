@@ -28,18 +28,19 @@ def human_size(size: int) -> str:
 class TerminalProgress:
     """A single rewritten line: bytes done of the total, percent and rate."""
 
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None, *, label: str = "hashing") -> None:
         self.total = total
         self.stream = stream or sys.stderr
+        self.label = label
         self.done = 0
         self._start = time.monotonic()
         self._shown = 0.0
 
     @classmethod
-    def for_terminal(cls, total: int, quiet: bool) -> TerminalProgress | None:
+    def for_terminal(cls, total: int, quiet: bool, *, label: str = "hashing") -> TerminalProgress | None:
         if quiet or total < _MIN_BYTES or not sys.stderr.isatty():
             return None
-        return cls(total)
+        return cls(total, label=label)
 
     def __call__(self, n: int) -> None:
         self.done += n
@@ -49,7 +50,7 @@ class TerminalProgress:
             rate = self.done / max(now - self._start, 1e-6)
             percent = 100 * self.done // max(self.total, 1)
             self.stream.write(
-                f"\rhashing {human_size(self.done)} of {human_size(self.total)} ({percent}%, "
+                f"\r{self.label} {human_size(self.done)} of {human_size(self.total)} ({percent}%, "
                 f"{human_size(int(rate))}/s)\x1b[K"
             )
             self.stream.flush()
