@@ -1,4 +1,7 @@
-"""A test-side reading of archives with Python's tarfile, independent of the code under test."""
+"""A test-side reading of archives with Python's tarfile, independent of the code under test.
+
+`load` also runs our own `verify` on every archive first: the suite verifies every archive it builds.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from verifyhelp import assert_verifies
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Layout:
 
 
 def load(path: Path) -> Layout:
+    assert_verifies(path)
     names: list[str] = []
     files: dict[str, bytes] = {}
     with tarfile.open(path) as tar:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from realtools import Registry, skopeo
+from verifyhelp import assert_verifies
 
 from oci_builder import BuildRequest, Format, build, plan_image
 from oci_builder.build import BuiltImage
@@ -57,6 +58,7 @@ def make_archive(
     )
     path = tmp_path / f"{name}-{seed}.tar"
     result = build([plan], path)
+    assert_verifies(path)
     (image,) = result.images
     by_digest = {_sha256(data): data for data in files.values()}
     return Pushable(path, image, {layer.digest: by_digest[layer.digest] for layer in image.layers})

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from layout import load
 from realtools import CompileWat
+from verifyhelp import assert_verifies
 
 from oci_builder import BuildRequest, Format, build, plan_image
 from oci_builder.build import created_from_environment, default_output, parse_created
@@ -269,6 +270,7 @@ def test_kernel_copy_and_plain_copy_write_the_same_bytes(tmp_path: Path, fmt: Fo
     build([plan], in_memory)
     build([plan], tmp_path / "big.tar")
     assert (tmp_path / "big.tar").read_bytes() == in_memory.getvalue()
+    assert_verifies(tmp_path / "big.tar")
 
 
 def test_a_module_that_changes_after_planning_fails_the_build(tmp_path: Path, hello_wasm: Path) -> None:
