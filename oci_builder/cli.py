@@ -7,24 +7,23 @@ stderr, exit 2 for usage and 1 for failures; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .build import BuildRequest, build, created_from_environment, default_output, plan_image
 from .errors import OciBuilderError, UsageError
-from .formats import Format
-from .inspection import images_json, inspect_archive, render_text
-from .progress import TerminalProgress, human_size, print_summary
-from .reader import OciArchive
-from .reference import parse_name
-from .registry import Credential, PushEvent, push_archive
-from .verify import DEFAULT_MAX_EXPANDED, verify_archive
+
+if TYPE_CHECKING:
+    from .progress import TerminalProgress
+    from .registry import Credential, PushEvent
+
+# Each command imports what it needs when it runs: `--version` and `--help` stay fast, and a build
+# never loads the HTTP stack.
 
 PROG = "oci-tar-builder"
 
@@ -129,6 +128,11 @@ def _warn(message: str) -> None:
 
 def run_build(argv: Sequence[str]) -> int:
     args = _build_parser().parse_args(argv)
+    from .build import BuildRequest, build, created_from_environment, default_output, plan_image
+    from .formats import Format
+    from .progress import TerminalProgress, print_summary
+    from .reference import parse_name
+
     fmt = Format.ARTIFACT if args.as_artifact else Format.ROOTFS if args.rootfs else Format.IMAGE
     request = BuildRequest(
         name=args.name,
@@ -192,6 +196,8 @@ def _push_credential(args: argparse.Namespace) -> Credential | None:
         raise UsageError("--password-stdin", "needs --username")
     if not args.username:
         return None
+    from .registry import Credential
+
     if not args.password_stdin:
         raise UsageError("--username", "needs --password-stdin: a password is not taken as an argument")
     password = sys.stdin.read().rstrip("\r\n")
@@ -213,6 +219,8 @@ class _PushDisplay:
         if self._upload is not None:
             self._upload.close()
             self._upload = None
+        from .progress import TerminalProgress, human_size
+
         if event.action == "uploading":
             self._upload = TerminalProgress.for_terminal(event.descriptor.size, False, label="pushing")
             return
@@ -231,6 +239,8 @@ def _push(
     credential: Credential | None,
     args: argparse.Namespace,
 ) -> None:
+    from .registry import push_archive
+
     display = _PushDisplay(args.quiet)
     pushed = push_archive(
         archive,
@@ -288,6 +298,11 @@ def _inspect_parser() -> argparse.ArgumentParser:
 
 def run_inspect(argv: Sequence[str]) -> int:
     args = _inspect_parser().parse_args(argv)
+    import json
+
+    from .inspection import images_json, inspect_archive, render_text
+    from .reader import OciArchive
+
     with OciArchive.open(args.archive) as archive:
         images = inspect_archive(archive)
     if args.json:
@@ -310,6 +325,8 @@ def _byte_size(text: str) -> int:
 
 
 def _verify_parser() -> argparse.ArgumentParser:
+    from .verify import DEFAULT_MAX_EXPANDED
+
     parser = _ArgumentParser(
         prog=f"{PROG} verify",
         description="Check an OCI archive: every blob against its digest and size, the index, manifests "
@@ -330,6 +347,8 @@ def _verify_parser() -> argparse.ArgumentParser:
 
 def run_verify(argv: Sequence[str]) -> int:
     args = _verify_parser().parse_args(argv)
+    from .verify import verify_archive
+
     result = verify_archive(args.archive, max_expanded=args.max_expanded_size)
     for problem in result.problems:
         print(problem)
@@ -366,6 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a program killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except Exception as exc:
         if debug:
             traceback.print_exc()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .build import BuildResult
+if TYPE_CHECKING:
+    from .build import BuildResult
 
 _MIN_BYTES = 16 << 20
 _INTERVAL = 0.1

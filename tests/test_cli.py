@@ -242,3 +242,18 @@ def test_reproducible_across_directories_umasks_and_mtimes(
         assert result.returncode == 0, result.stderr
         outputs.append((where / "app.tar").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_a_closed_stdout_ends_quietly(workdir: Path) -> None:
+    """`oci-tar-builder inspect x.tar | head -1`: no traceback and no 'internal error' when head leaves."""
+    assert run(["oci-tar-builder", "-n", "app", "-m", "app.wasm", "-o", "app.tar"], workdir).returncode == 0
+    proc = subprocess.Popen(
+        [str(BIN / "oci-tar-builder"), "inspect", "app.tar"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    assert proc.stderr.read() == b""
+    assert proc.wait(timeout=60) == 141
