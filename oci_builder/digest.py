@@ -28,6 +28,9 @@ _BUFFERS = 4
 # image-spec descriptor.md: algorithm-component (separator component)* ":" encoded
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _SHA256_HEX_RE = re.compile(r"[a-f0-9]{64}")
+_LOWER_HEX_RE = re.compile(r"[a-f0-9]+")
+# image-spec descriptor.md's registered algorithms, and the length of their hex encoding.
+_REGISTERED = {"sha256": 64, "sha512": 128}
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just processed."""
@@ -44,10 +47,11 @@ def digest_problem(value: object) -> str | None:
     if not _DIGEST_RE.fullmatch(value):
         return f"digest {value!r} does not match the grammar algorithm:encoded"
     algorithm, encoded = value.split(":", 1)
-    if algorithm == "sha256" and not _SHA256_HEX_RE.fullmatch(encoded):
-        return f"digest {value!r}: sha256 needs 64 lowercase hex digits"
-    if algorithm not in ("sha256", "sha512"):
-        return f"digest {value!r}: unsupported algorithm {algorithm!r}"
+    hex_digits = _REGISTERED.get(algorithm)
+    if hex_digits is None:
+        return f"digest {value!r}: unsupported algorithm {algorithm!r} (registered: sha256, sha512)"
+    if len(encoded) != hex_digits or not _LOWER_HEX_RE.fullmatch(encoded):
+        return f"digest {value!r}: {algorithm} needs {hex_digits} lowercase hex digits"
     return None
 
 

@@ -84,3 +84,13 @@ def test_tag_grammar() -> None:
     for bad in ("", ".x", "a/b", "a:b", "ü"):
         with pytest.raises(ReferenceError):
             check_tag(bad)
+
+
+def test_digest_grammar_knows_each_registered_length() -> None:
+    from oci_builder.digest import digest_problem
+
+    assert digest_problem("sha256:" + "a" * 64) is None
+    assert digest_problem("sha512:" + "a" * 128) is None
+    assert "sha512 needs 128" in (digest_problem("sha512:" + "a" * 64) or "")
+    assert "sha256 needs 64" in (digest_problem("sha256:" + "A" * 64) or "")
+    assert "unsupported algorithm 'md5'" in (digest_problem("md5:" + "a" * 32) or "")
