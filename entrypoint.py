@@ -1,0 +1,411 @@
+"""The GitHub Action: the step's inputs in, an OCI archive and its digests out.
+
+A thin shell over the library calls the CLI makes (`plan_image`, then `build`). The runner passes every
+input declared in action.yml as an INPUT_* variable (hyphens kept: INPUT_AS-ARTIFACT), and action.yml is
+read for the defaults too, so a `docker run` that sets only a few inputs behaves as the runner would.
+The runner starts this once per job, so start-up counts: requests, which actions-toolkit imports only for
+OIDC tokens we never ask for, is loaded lazily.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from oci_builder.build import (
+    BuildRequest,
+    BuildResult,
+    build,
+    created_from_environment,
+    default_output,
+    plan_image,
+)
+from oci_builder.errors import OciBuilderError, OutputError, UsageError
+from oci_builder.formats import Format, ImagePlan, manifest_annotations, rfc3339
+from oci_builder.progress import human_size, print_summary
+from oci_builder.reference import parse_name
+from oci_builder.spec import ANNOTATION_CREATED
+
+if TYPE_CHECKING:
+    from oci_builder.registry import Credential
+
+
+def _defer_import(name: str) -> None:
+    """Let `import name` return at once; the real module loads when one of its attributes is first used.
+
+    importlib.util.LazyLoader does not do it: the import statement reads the module's __spec__, which makes
+    a lazy module load there and then. A placeholder module has __spec__; its PEP 562 __getattr__ runs only
+    for the attributes it lacks, that is, the real module's.
+    """
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return  # loaded already, or not installed: the real import fails and says so
+    placeholder = types.ModuleType(name)
+
+    def load(attribute: str) -> object:
+        module = sys.modules[name]
+        if module is placeholder:
+            del sys.modules[name]
+            module = importlib.import_module(name)
+            vars(placeholder).update(vars(module))
+        return getattr(module, attribute)
+
+    vars(placeholder)["__getattr__"] = load
+    sys.modules[name] = placeholder
+
+
+# Loading requests would take ~50 ms on top of ~55 ms from start to outputs; only the OIDC client uses it.
+_defer_import("requests")
+from actions_toolkit import core  # type: ignore[import-untyped]  # noqa: E402
+from actions_toolkit.command import issue_command  # type: ignore[import-untyped]  # noqa: E402
+
+ACTION_YML = Path(__file__).resolve().with_name("action.yml")
+
+ANNOTATION_SOURCE = "org.opencontainers.image.source"
+ANNOTATION_REVISION = "org.opencontainers.image.revision"
+GHCR = "ghcr.io"
+
+# The library names its inputs by CLI flag; a user of the Action knows them by input name.
+_INPUT_OF_FLAG = {
+    "--name": "name",
+    "--repo": "repo",
+    "--tag": "tag",
+    "--module": "module",
+    "--layer": "layers",
+    "--components": "components",
+    "--as-artifact": "as-artifact",
+    "--rootfs": "rootfs",
+    "--created": "created",
+    "--label": "labels",
+    "--annotation": "annotations",
+    "--username": "username",
+    "--password-stdin": "password",
+}
+_FLAG = re.compile(r"--[a-z][a-z-]*")
+
+
+def input_env_name(name: str) -> str:
+    """The runner's variable for an input: spaces become '_', hyphens stay (INPUT_AS-ARTIFACT)."""
+    return "INPUT_" + name.replace(" ", "_").upper()
+
+
+def declared_inputs(action_yml: Path = ACTION_YML) -> dict[str, str]:
+    """Every input action.yml declares, with its default as the runner would pass it ('' when none)."""
+    with open(action_yml, encoding="utf-8") as f:
+        metadata = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    inputs = metadata.get("inputs") or {}
+    return {name: _scalar((spec or {}).get("default", "")) for name, spec in inputs.items()}
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = "" if value is None else str(value)
+    # An expression default (`${{ github.token }}`) means something only to the runner, which evaluates it;
+    # outside a workflow the input is simply not given.
+    return "" if "${{" in text else text
+
+
+def apply_defaults(defaults: Mapping[str, str]) -> None:
+    """Give every declared input the runner's value when it is not set: its default from action.yml."""
+    for name, default in defaults.items():
+        key = input_env_name(name)
+        if key not in os.environ:
+            os.environ[key] = default
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The step's inputs, read once, as typed values; nothing here is validated beyond its type."""
+
+    request: BuildRequest
+    output: str
+    push: bool
+    username: str
+    password: str
+    github_token: str
+
+
+def _text(name: str) -> str:
+    return str(core.get_input(name))
+
+
+def _lines(name: str) -> list[str]:
+    return [str(line) for line in core.get_multiline_input(name)]
+
+
+def _flag(name: str) -> bool:
+    try:
+        return bool(core.get_boolean_input(name))
+    except TypeError:
+        raise UsageError(f"{name} {_text(name)!r}", "must be true or false") from None
+
+
+def _paths(name: str) -> list[str]:
+    """A list given one a line or separated by commas."""
+    return [item.strip() for line in _lines(name) for item in line.split(",") if item.strip()]
+
+
+def read_inputs(moment: datetime, env: Mapping[str, str]) -> Inputs:
+    as_artifact, rootfs = _flag("as-artifact"), _flag("rootfs")
+    if as_artifact and rootfs:
+        raise UsageError("as-artifact and rootfs", "are mutually exclusive: set one or the other")
+    created = created_from_environment(_text("created") or None, env)
+    request = BuildRequest(
+        name=_text("name"),
+        repo=_text("repo") or None,
+        tags=[_text("tag"), *_lines("tags")],
+        modules=_paths("module"),
+        layers=_lines("layers"),
+        components=_text("components") or None,
+        format=Format.ARTIFACT if as_artifact else Format.ROOTFS if rootfs else Format.IMAGE,
+        created=created,
+        labels=_lines("labels"),
+        # The user's annotations come last, so they override the ones taken from the GitHub context.
+        annotations=[*context_annotations(created or moment, env), *_lines("annotations")],
+    )
+    return Inputs(
+        request=request,
+        output=_text("output"),
+        push=_flag("push"),
+        username=_text("username"),
+        password=_text("password"),
+        github_token=_text("github-token"),
+    )
+
+
+def context_annotations(moment: datetime, env: Mapping[str, str]) -> list[str]:
+    """The OCI annotations docker/metadata-action fills in from the workflow's context."""
+    annotations = [f"{ANNOTATION_CREATED}={rfc3339(moment)}"]
+    repository = env.get("GITHUB_REPOSITORY")
+    if repository:
+        server = env.get("GITHUB_SERVER_URL") or "https://github.com"
+        annotations.append(f"{ANNOTATION_SOURCE}={server}/{repository}")
+    if env.get("GITHUB_SHA"):
+        annotations.append(f"{ANNOTATION_REVISION}={env['GITHUB_SHA']}")
+    return annotations
+
+
+def make_directories(directory: Path) -> list[Path]:
+    """Create `directory` and any missing parents; return the ones created, outermost first."""
+    missing: list[Path] = []
+    while not directory.exists() and directory.parent != directory:
+        missing.append(directory)
+        directory = directory.parent
+    if not directory.is_dir():
+        raise OutputError("output", f"{directory} is not a directory")
+    for path in reversed(missing):
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError("output", f"cannot create directory {path}: {exc.strerror or exc}") from None
+    return missing[::-1]
+
+
+def output_path(plan: ImagePlan, output: str, workspace: Path) -> tuple[Path, list[Path]]:
+    """Where the archive goes, and the directories made for it; `DIR/` means NAME.tar inside DIR."""
+    created: list[Path] = []
+    if output.endswith("/"):
+        created += make_directories(workspace / output)
+    dest = Path(os.path.normpath(default_output(plan, output, cwd=workspace)))
+    created += make_directories(dest.parent)
+    return dest, created
+
+
+def give_to_workspace_owner(paths: Sequence[Path], workspace: Path) -> None:
+    """The container runs as root; later steps run on the host as the workspace's owner and must own these."""
+    if os.geteuid() != 0:
+        return
+    owner = workspace.stat()
+    for path in paths:
+        try:
+            os.chown(path, owner.st_uid, owner.st_gid)
+        except FileNotFoundError:
+            pass  # the build failed before writing it
+        except OSError as exc:
+            core.warning(f"cannot give {relative_to(path, workspace)} to uid {owner.st_uid}: {exc.strerror}")
+
+
+def relative_to(path: Path, workspace: Path) -> str:
+    """The path as later steps on the host can use it: relative to the workspace when it is inside."""
+    path = Path(os.path.normpath(path))
+    return str(path.relative_to(workspace)) if path.is_relative_to(workspace) else str(path)
+
+
+def metadata(plan: ImagePlan, result: BuildResult, archive: str, pushed: list[str]) -> dict[str, object]:
+    (image,) = result.images
+    return {
+        "annotations": manifest_annotations(plan),
+        "image": image.references[0],
+        "references": list(image.references),
+        "digest": image.manifest.digest,
+        "config-digest": image.config.digest,
+        "path": archive,
+        "size": result.size,
+        "manifest": image.manifest.to_json(),
+        "config": image.config.to_json(),
+        "layers": [layer.to_json() for layer in image.layers],
+        "pushed": pushed,
+    }
+
+
+def summary_markdown(result: BuildResult, archive: str, pushed: list[str]) -> str:
+    """The job summary: what `regctl manifest get` shows, as two tables."""
+    (image,) = result.images
+    platform = image.manifest.platform
+    references = ", ".join(f"`{reference}`" for reference in image.references)
+    platform_text = f"`{platform.os}/{platform.architecture}`" if platform else ""
+    blobs = [("manifest", image.manifest), ("config", image.config)]
+    blobs += [(f"layer {number}", layer) for number, layer in enumerate(image.layers, 1)]
+    lines = [
+        f"### oci-tar-builder: `{image.references[0]}`",
+        "",
+        "| Image | Platform | Digest |",
+        "|---|---|---|",
+        f"| {references} | {platform_text} | `{image.manifest.digest}` |",
+        "",
+        "| Blob | Media type | Digest | Size |",
+        "|---|---|---|---|",
+        *(f"| {what} | `{d.media_type}` | `{d.digest}` | {human_size(d.size)} |" for what, d in blobs),
+        "",
+        f"Archive: `{archive}` ({human_size(result.size)})",
+        *(f"<br>Pushed: `{ref}`" for ref in pushed),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def report_error(exc: OciBuilderError, workspace: Path) -> None:
+    """One `::error::` line in the Action's words: input names, not flags; paths as the user wrote them."""
+    message = _FLAG.sub(lambda m: _INPUT_OF_FLAG.get(m.group(), m.group()), str(exc))
+    if isinstance(exc, OutputError) and exc.subject != "output":
+        message = f"output {message}"
+    message = message.replace(f"{workspace}/", "")
+    properties = {"file": relative_to(exc.path, workspace)} if exc.path is not None else {}
+    issue_command("error", properties, message)
+
+
+def check_push(inputs: Inputs, plan: ImagePlan) -> None:
+    """Checked before building: a push needs `repo` to name the registry (Docker Hub is never guessed)
+    and both credentials or neither."""
+    if not inputs.push:
+        return
+    if parse_name(plan.reference_name).domain is None:
+        raise UsageError("push", "needs a repo that names the registry, e.g. ghcr.io/OWNER or localhost:5000")
+    if bool(inputs.username) != bool(inputs.password):
+        given, missing = ("username", "password") if inputs.username else ("password", "username")
+        raise UsageError(given, f"is given without {missing}: give both, or neither to push anonymously")
+
+
+def push_credential(inputs: Inputs, registry: str, env: Mapping[str, str]) -> Credential | None:
+    """`username`/`password` when given; for ghcr.io without them, the workflow's token; else none.
+
+    Other registries get no token: it would be a credential sent where it means nothing.
+    """
+    from oci_builder.registry import Credential
+
+    if inputs.username:
+        return Credential(inputs.username, inputs.password)
+    if registry == GHCR and inputs.github_token:
+        # ghcr.io takes the workflow's token with any user name; the actor's is the natural one.
+        return Credential(env.get("GITHUB_ACTOR") or "github-actions", inputs.github_token)
+    return None
+
+
+def push(archive: Path, inputs: Inputs, registry: str) -> list[str]:
+    """Push every tag of the image; the registry client is imported only by the jobs that push."""
+    from oci_builder.registry import PushEvent, push_archive
+
+    def log(event: PushEvent) -> None:
+        if event.action != "uploading":
+            d = event.descriptor
+            core.info(f"{event.action:<9} {d.digest}  {human_size(d.size):>10}  {event.repository}")
+
+    credential = push_credential(inputs, registry, os.environ)
+    pushed = push_archive(archive, credentials=credential, on_event=log, warn=core.warning)
+    for ref in pushed:
+        core.info(f"pushed {ref}")
+    return [str(ref) for ref in pushed]
+
+
+def run(workspace: Path) -> int:
+    now = datetime.now(UTC).replace(microsecond=0)
+    inputs = read_inputs(now, os.environ)
+    plan = plan_image(inputs.request, cwd=workspace, warn=core.warning)
+    check_push(inputs, plan)
+    dest, created_dirs = output_path(plan, inputs.output, workspace)
+    archive = relative_to(dest, workspace)
+    if not dest.is_relative_to(workspace):
+        core.warning(f"output {archive} is outside the workspace: later steps on the host will not see it")
+
+    core.start_group(f"Build {plan.reference}")
+    try:
+        for layer in plan.layers:
+            core.info(f"{relative_to(layer.path, workspace)}: {layer.media_type}, {human_size(layer.size)}")
+        result = build([plan], dest, now=now)
+        print_summary(result)
+    finally:
+        core.end_group()
+        give_to_workspace_owner([*created_dirs, dest], workspace)
+    pushed: list[str] = []
+    if inputs.push:
+        core.start_group(f"Push {', '.join(plan.references)}")
+        try:
+            pushed = push(dest, inputs, parse_name(plan.reference_name).registry)
+        finally:
+            core.end_group()
+
+    (image,) = result.images
+    outputs = {
+        "digest": image.manifest.digest,
+        "path": archive,
+        "image": image.references[0],
+        "config-digest": image.config.digest,
+        "size": str(result.size),
+        "pushed": "\n".join(pushed),
+        "metadata": json.dumps(metadata(plan, result, archive, pushed), sort_keys=True),
+    }
+    for name, value in outputs.items():
+        core.set_output(name, value)
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as f:
+            f.write(summary_markdown(result, archive, pushed))
+    core.info(f"{image.references[0]} {image.manifest.digest} -> {archive}")
+    return 0
+
+
+def main() -> int:
+    for name in ("password", "github-token"):
+        secret_input = os.environ.get(input_env_name(name), "")
+        for secret in dict.fromkeys([secret_input, secret_input.strip(), *secret_input.splitlines()]):
+            if secret.strip():
+                core.set_secret(secret)
+    workspace = Path(os.path.normpath(os.environ.get("GITHUB_WORKSPACE") or os.getcwd()))
+    try:
+        apply_defaults(declared_inputs())
+        return run(workspace)
+    except OciBuilderError as exc:
+        report_error(exc, workspace)
+        return 1
+    except Exception as exc:
+        if core.is_debug():
+            import traceback
+
+            traceback.print_exc(file=sys.stdout)
+        core.error(f"internal error: {exc!r} (re-run with debug logging for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
