@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from oci_builder.build import (
+from oci_builder.builder import (
     BuildRequest,
     BuildResult,
     build,

@@ -11,10 +11,31 @@ The library behind the `oci-tar-builder` command and the GitHub Action. Typical 
 
 __version__ = "0.1.0"
 
-from .build import BuildRequest, BuildResult, BuiltImage, build, plan_image
-from .errors import InputError, OciBuilderError, OutputError, UsageError
-from .formats import Format, ImagePlan
-from .spec import Descriptor, Platform
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .builder import BuildRequest, BuildResult, BuiltImage, build, plan_image
+    from .errors import InputError, OciBuilderError, OutputError, UsageError
+    from .formats import Format, ImagePlan
+    from .spec import Descriptor, Platform
+
+# Loaded on first use (PEP 562): `import oci_builder` and `oci-tar-builder --version` stay fast.
+_EXPORTS = {
+    "BuildRequest": "builder",
+    "BuildResult": "builder",
+    "BuiltImage": "builder",
+    "build": "builder",
+    "plan_image": "builder",
+    "InputError": "errors",
+    "OciBuilderError": "errors",
+    "OutputError": "errors",
+    "UsageError": "errors",
+    "Format": "formats",
+    "ImagePlan": "formats",
+    "Descriptor": "spec",
+    "Platform": "spec",
+}
 
 __all__ = [
     "BuildRequest",
@@ -32,3 +53,9 @@ __all__ = [
     "build",
     "plan_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

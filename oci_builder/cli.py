@@ -128,7 +128,7 @@ def _warn(message: str) -> None:
 
 def run_build(argv: Sequence[str]) -> int:
     args = _build_parser().parse_args(argv)
-    from .build import BuildRequest, build, created_from_environment, default_output, plan_image
+    from .builder import BuildRequest, build, created_from_environment, default_output, plan_image
     from .formats import Format
     from .progress import TerminalProgress, print_summary
     from .reference import parse_name

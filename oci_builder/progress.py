@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .build import BuildResult
+    from .builder import BuildResult
 
 _MIN_BYTES = 16 << 20
 _INTERVAL = 0.1

@@ -21,7 +21,7 @@ from realtools import Registry, skopeo
 from verifyhelp import assert_verifies
 
 from oci_builder import BuildRequest, Format, build, plan_image
-from oci_builder.build import BuiltImage
+from oci_builder.builder import BuiltImage
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from realtools import CompileWat
 from verifyhelp import assert_verifies
 
 from oci_builder import BuildRequest, Format, build, plan_image
-from oci_builder.build import created_from_environment, default_output, parse_created
+from oci_builder.builder import created_from_environment, default_output, parse_created
 from oci_builder.errors import InputError, UsageError
 
 RUNWASI_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
@@ -282,3 +282,13 @@ def test_a_module_that_changes_after_planning_fails_the_build(tmp_path: Path, he
     with pytest.raises(InputError, match="changed while it was read"):
         build([plan], tmp_path / "app.tar")
     assert not any(p.suffix == ".tmp" or p.name == "app.tar" for p in tmp_path.iterdir())
+
+
+def test_the_package_exports_load_on_first_use() -> None:
+    import oci_builder
+
+    assert set(oci_builder.__all__) == {*oci_builder._EXPORTS, "__version__"}
+    for name in oci_builder._EXPORTS:
+        assert getattr(oci_builder, name).__name__ == name
+    with pytest.raises(AttributeError):
+        _ = oci_builder.no_such_thing
