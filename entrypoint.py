@@ -30,11 +30,11 @@ from oci_builder.builder import (
     created_from_environment,
     default_output,
     plan_image,
+    push_registry,
 )
 from oci_builder.errors import OciBuilderError, OutputError, UsageError
 from oci_builder.formats import Format, ImagePlan, manifest_annotations, rfc3339
 from oci_builder.progress import human_size, print_summary
-from oci_builder.reference import parse_name
 from oci_builder.spec import ANNOTATION_CREATED
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ _INPUT_OF_FLAG = {
     "--annotation": "annotations",
     "--username": "username",
     "--password-stdin": "password",
+    "--push": "push",
 }
 _FLAG = re.compile(r"--[a-z][a-z-]*")
 
@@ -300,8 +301,7 @@ def check_push(inputs: Inputs, plan: ImagePlan) -> None:
     and both credentials or neither."""
     if not inputs.push:
         return
-    if parse_name(plan.reference_name).domain is None:
-        raise UsageError("push", "needs a repo that names the registry, e.g. ghcr.io/OWNER or localhost:5000")
+    push_registry(plan)
     if bool(inputs.username) != bool(inputs.password):
         given, missing = ("username", "password") if inputs.username else ("password", "username")
         raise UsageError(given, f"is given without {missing}: give both, or neither to push anonymously")
@@ -361,7 +361,7 @@ def run(workspace: Path) -> int:
     if inputs.push:
         core.start_group(f"Push {', '.join(plan.references)}")
         try:
-            pushed = push(dest, inputs, parse_name(plan.reference_name).registry)
+            pushed = push(dest, inputs, push_registry(plan))
         finally:
             core.end_group()
 

@@ -230,6 +230,16 @@ def _read_wasm_file(path: Path, origin: str) -> WasmInfo:
         raise InputError(f"{origin} {path}", exc.strerror or str(exc), path=path) from None
 
 
+def push_registry(plan: ImagePlan) -> str:
+    """The registry a build's push goes to, checked before building: Docker Hub is never guessed."""
+    domain = parse_name(plan.reference_name).domain
+    if domain is None:
+        raise UsageError(
+            "--push", "needs a --repo that names the registry, e.g. ghcr.io/OWNER or localhost:5000"
+        )
+    return domain
+
+
 def default_output(plan: ImagePlan, out: str | None, cwd: Path | None = None) -> Path:
     """runwasi's `-o` names the archive; no `-o`, or an existing directory, means `NAME.tar` there."""
     base = cwd or Path.cwd()

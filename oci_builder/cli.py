@@ -128,10 +128,16 @@ def _warn(message: str) -> None:
 
 def run_build(argv: Sequence[str]) -> int:
     args = _build_parser().parse_args(argv)
-    from .builder import BuildRequest, build, created_from_environment, default_output, plan_image
+    from .builder import (
+        BuildRequest,
+        build,
+        created_from_environment,
+        default_output,
+        plan_image,
+        push_registry,
+    )
     from .formats import Format
     from .progress import TerminalProgress, print_summary
-    from .reference import parse_name
 
     fmt = Format.ARTIFACT if args.as_artifact else Format.ROOTFS if args.rootfs else Format.IMAGE
     request = BuildRequest(
@@ -149,10 +155,8 @@ def run_build(argv: Sequence[str]) -> int:
     plan = plan_image(request, warn=_warn)
     dest = default_output(plan, args.out_path)
     credential = _push_credential(args) if args.push else None
-    if args.push and parse_name(plan.reference_name).domain is None:
-        raise UsageError(
-            "--push", "needs a --repo that names the registry, e.g. ghcr.io/OWNER or localhost:5000"
-        )
+    if args.push:
+        push_registry(plan)
     progress = TerminalProgress.for_terminal(sum(layer.size for layer in plan.layers), args.quiet)
     try:
         result = build([plan], dest, progress=progress)
