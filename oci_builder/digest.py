@@ -78,17 +78,21 @@ def copy_hashed(
     size: int,
     hasher: hashlib._Hash | None = None,
     progress: Progress | None = None,
+    *,
+    to_end: bool = True,
 ) -> hashlib._Hash:
     """Copy exactly `size` bytes from src to dst (or only hash them when dst is None).
 
     Returns the hasher, updated with the bytes; a caller may pass one in to hash a blob made of parts.
-    Raises ShortReadError if src does not hold exactly `size` bytes from its position.
+    Raises ShortReadError if src holds fewer than `size` bytes from its position, or, with `to_end`, more.
     """
     h = hasher if hasher is not None else hashlib.sha256()
     if dst is None or size <= CHUNK_SIZE:
         _copy_serial(src, dst, size, h, progress)
     else:
         _copy_pipelined(src, dst, size, h, progress)
+    if to_end and src.read(1):
+        raise ShortReadError(size, size + 1)
     return h
 
 
@@ -109,7 +113,6 @@ def _copy_serial(
         done += n
         if progress:
             progress(n)
-    _expect_end(src, size)
 
 
 def _copy_pipelined(
@@ -151,20 +154,19 @@ def _copy_pipelined(
         writer.join()
     if failure:
         raise failure[0]
-    _expect_end(src, size)
-
-
-def _expect_end(src: BinaryIO, size: int) -> None:
-    if src.read(1):
-        raise ShortReadError(size, size + 1)
 
 
 @dataclass(frozen=True)
 class FileRange:
-    """A whole input file whose size was taken when the build was planned; it must not change after."""
+    """`size` bytes of a file from `offset`: a whole input file (offset 0, `size` its size when it was
+    checked), or a blob inside another archive.
+
+    The file must not change while it is read (its size and mtime are compared before and after).
+    """
 
     path: Path
     size: int
+    offset: int = 0
 
 
 BlobPart = bytes | FileRange
@@ -196,17 +198,28 @@ def copy_parts(
             raise InputError(str(part.path), exc.strerror or str(exc), path=part.path) from None
         with src:
             before = os.fstat(src.fileno())
+            _check_size(part, before.st_size)
+            src.seek(part.offset)
             try:
                 if dst is not None and _is_file(dst):
-                    _copy_file_alongside(src, dst, part.size, h, progress)
+                    _copy_file_alongside(src, dst, part, h, progress)
                 else:
-                    copy_hashed(src, dst, part.size, h, progress)
+                    copy_hashed(src, dst, part.size, h, progress, to_end=False)
             except ShortReadError as exc:
                 raise InputError(str(part.path), str(exc), path=part.path) from None
             after = os.fstat(src.fileno())
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise InputError(str(part.path), "the file changed while it was read", path=part.path)
     return h
+
+
+def _check_size(part: FileRange, file_size: int) -> None:
+    """A whole file must still have the size it was checked with; a range must still fit in its file."""
+    end = part.offset + part.size
+    if file_size < end or (part.offset == 0 and file_size != part.size):
+        wanted = "exactly" if part.offset == 0 else "at least"
+        problem = f"the file changed: it has {file_size} bytes, not {wanted} {end}"
+        raise InputError(str(part.path), problem, path=part.path)
 
 
 def _is_file(stream: BinaryIO) -> bool:
@@ -217,7 +230,7 @@ def _is_file(stream: BinaryIO) -> bool:
 
 
 def _copy_file_alongside(
-    src: BinaryIO, dst: BinaryIO, size: int, h: hashlib._Hash, progress: Progress | None
+    src: BinaryIO, dst: BinaryIO, part: FileRange, h: hashlib._Hash, progress: Progress | None
 ) -> None:
     """The kernel copies src into dst on the other core while this thread reads and hashes it.
 
@@ -230,30 +243,30 @@ def _copy_file_alongside(
 
     def copy() -> None:
         try:
-            _kernel_copy(src.fileno(), dst.fileno(), size, start)
+            _kernel_copy(src.fileno(), dst.fileno(), part.size, part.offset, start)
         except BaseException as exc:  # handed to the hashing thread, which re-raises it
             failure.append(exc)
 
     copier = threading.Thread(target=copy, name="blob-copy", daemon=True)
     copier.start()
     try:
-        copy_hashed(src, None, size, h, progress)
+        copy_hashed(src, None, part.size, h, progress, to_end=False)
     finally:
         copier.join()
     if failure:
         raise failure[0]
-    dst.seek(start + size)
+    dst.seek(start + part.size)
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM}
 
 
-def _kernel_copy(in_fd: int, out_fd: int, size: int, out_offset: int) -> None:
+def _kernel_copy(in_fd: int, out_fd: int, size: int, in_offset: int, out_offset: int) -> None:
     """copy_file_range at explicit offsets (file positions untouched); pread/pwrite where it is refused."""
     done = 0
     try:
         while done < size:
-            n = os.copy_file_range(in_fd, out_fd, size - done, done, out_offset + done)
+            n = os.copy_file_range(in_fd, out_fd, size - done, in_offset + done, out_offset + done)
             if not n:
                 raise ShortReadError(size, done)
             done += n
@@ -261,7 +274,7 @@ def _kernel_copy(in_fd: int, out_fd: int, size: int, out_offset: int) -> None:
         if exc.errno not in _NO_KERNEL_COPY:
             raise
         while done < size:
-            chunk = os.pread(in_fd, min(CHUNK_SIZE, size - done), done)
+            chunk = os.pread(in_fd, min(CHUNK_SIZE, size - done), in_offset + done)
             if not chunk:
                 raise ShortReadError(size, done) from None
             view = memoryview(chunk)

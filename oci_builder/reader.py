@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .archive import BLOCK
-from .digest import Progress, ShortReadError, copy_hashed, digest_problem
+from .digest import FileRange, Progress, ShortReadError, copy_hashed, digest_problem
 from .errors import InputError
 from .spec import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MAX_SIZE, Descriptor, SpecError
 
@@ -333,6 +333,11 @@ class OciArchive:
             return parse_json(self.read_blob(digest, limit))
         except JsonError as exc:
             raise ArchiveError(self.path, f"blob {digest} {exc}", self.blob_name(digest)) from None
+
+    def blob_range(self, digest: str) -> FileRange:
+        """Where the blob's bytes lie in the archive file, for copying them without reading them here."""
+        entry = self._blob(digest)
+        return FileRange(self.path, entry.size, entry.offset)
 
     def _blob(self, digest: str) -> _Entry:
         entry = self._entries.get(self.blob_name(digest))

@@ -279,7 +279,7 @@ def test_a_module_that_changes_after_planning_fails_the_build(tmp_path: Path, he
     plan = plan_image(BuildRequest(name="app", modules=[str(module)]))
     with module.open("ab") as f:
         f.write(b"\0" * 10)
-    with pytest.raises(InputError, match="changed while it was read"):
+    with pytest.raises(InputError, match="the file changed: it has"):
         build([plan], tmp_path / "app.tar")
     assert not any(p.suffix == ".tmp" or p.name == "app.tar" for p in tmp_path.iterdir())
 

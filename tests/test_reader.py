@@ -330,3 +330,15 @@ def test_every_command_refuses_hostile_archives_writing_nothing(
     assert err.startswith(f"oci-tar-builder: error: {path}: {entry}: ") and err.count("\n") == 1, err
     assert _tree(tmp_path) == before
     assert not target.exists()
+
+
+def test_blob_range_locates_the_blob_bytes_in_the_tar(tmp_path: Path, hello_wasm: Path) -> None:
+    archive_path = tmp_path / "range.tar"
+    build([plan_image(BuildRequest(name="range", modules=[str(hello_wasm)]))], archive_path)
+    with OciArchive.open(archive_path) as archive:
+        layer = archive.children(archive.top_level()[0])[1]
+        where = archive.blob_range(layer.digest)
+    assert where.path == archive_path and where.size == layer.size and where.offset % 512 == 0
+    with open(archive_path, "rb") as f:
+        f.seek(where.offset)
+        assert f.read(where.size) == hello_wasm.read_bytes()
