@@ -10,7 +10,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -127,16 +127,17 @@ def plan_image(request: BuildRequest, *, cwd: Path | None = None, warn: Warn | N
                 f"--layer {spec!r}", f"media type {media_type!r} is not of the form type/subtype"
             )
         layers.append(_file_input(base / path, media_type, "--layer"))
-    if fmt is not Format.IMAGE:
+    if fmt.single_module:
         if len(layers) != 1:
             raise UsageError(
-                f"--{fmt.value}" if fmt is Format.ROOTFS else "--as-artifact",
-                f"takes exactly one wasm module or component; {len(layers)} were given",
+                format_flag(fmt), f"takes exactly one wasm module or component; {len(layers)} were given"
             )
         if request.layers:
             raise UsageError("--layer", f"cannot be combined with the {fmt.value} format")
-    if fmt is Format.ARTIFACT and request.labels:
-        raise UsageError("--label", "artifacts have no image labels; use --annotation")
+    if request.labels and not fmt.has_image_config:
+        raise UsageError(
+            "--label", f"the {fmt.value} format has no image config to hold labels; use --annotation"
+        )
     return ImagePlan(
         reference_name=name,
         tags=tags,
@@ -148,6 +149,11 @@ def plan_image(request: BuildRequest, *, cwd: Path | None = None, warn: Warn | N
         annotations=parse_key_values(request.annotations, "--annotation"),
         author=request.author,
     )
+
+
+def format_flag(fmt: Format) -> str:
+    """The flag a user gave for a format, for messages: runwasi's own, or --format."""
+    return {Format.ARTIFACT: "--as-artifact", Format.ROOTFS: "--rootfs"}.get(fmt, f"--format {fmt.value}")
 
 
 def _check_names(request: BuildRequest) -> tuple[str, tuple[str, ...]]:
@@ -277,28 +283,26 @@ def _write(
     index: list[Descriptor] = []
     docker: list[dict[str, object]] = []
     for plan in plans:
+        blobs = formats.layer_blobs(plan, mtime)
         layers = [
-            writer.add_stream_blob(blob.media_type, blob.parts, progress)
-            for blob in formats.layer_blobs(plan, mtime)
+            replace(
+                writer.add_stream_blob(blob.media_type, blob.parts, progress), annotations=blob.annotations
+            )
+            for blob in blobs
         ]
-        config = writer.add_blob(formats.config_blob(plan, layers, moment))
+        diff_ids = [blob.diff_id or layer.digest for blob, layer in zip(blobs, layers, strict=True)]
+        config = writer.add_blob(formats.config_blob(plan, layers, diff_ids, moment))
         platform = formats.platform(plan)
+        artifact_type = formats.artifact_type(plan)
         manifest = writer.add_blob(
-            manifest_blob(config, layers, formats.manifest_annotations(plan)),
+            manifest_blob(config, layers, formats.manifest_annotations(plan), artifact_type),
             platform=platform,
             annotations=formats.name_annotations(plan.reference_name, plan.tags[0]),
+            artifact_type=artifact_type,
         )
         images.append(BuiltImage(plan.references, manifest, config, tuple(layers)))
         for tag in plan.tags:
-            index.append(
-                Descriptor(
-                    manifest.media_type,
-                    manifest.digest,
-                    manifest.size,
-                    formats.name_annotations(plan.reference_name, tag),
-                    platform,
-                )
-            )
+            index.append(replace(manifest, annotations=formats.name_annotations(plan.reference_name, tag)))
         docker.append(
             {
                 "Config": f"blobs/sha256/{hex_of(config.digest)}",

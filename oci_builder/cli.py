@@ -19,6 +19,7 @@ from . import __version__
 from .errors import OciBuilderError, UsageError
 
 if TYPE_CHECKING:
+    from .formats import Format
     from .progress import TerminalProgress
     from .registry import Credential, PushEvent
 
@@ -74,14 +75,23 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--components", metavar="DIR", help="add every *.wasm file in DIR as a layer")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument(
+        "--format",
+        choices=[f.value for f in _formats()],
+        help="what to write: image (runwasi's, the default), artifact, rootfs, envoy, envoy-compat",
+    )
+    kind.add_argument(
         "-a",
         "--as-artifact",
-        action="store_true",
-        help="write a CNCF Wasm OCI Artifact (application/wasm layer, wasm config) instead of an image",
+        action="store_const",
+        const="artifact",
+        dest="format",
+        help="write a CNCF Wasm OCI Artifact (application/wasm layer, wasm config): --format artifact",
     )
     kind.add_argument(
         "--rootfs",
-        action="store_true",
+        action="store_const",
+        const="rootfs",
+        dest="format",
         help="put the wasm file at /NAME.wasm in a tar layer, for runtimes that need a root filesystem",
     )
     parser.add_argument(
@@ -111,6 +121,9 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="manifest annotation; repeatable",
     )
+    standard = parser.add_argument_group("standard annotations (org.opencontainers.image.*, on the manifest)")
+    for flag, key in _STANDARD_ANNOTATIONS.items():
+        standard.add_argument(flag, metavar=key.upper(), help=f"org.opencontainers.image.{key}")
     parser.add_argument(
         "--push",
         action="store_true",
@@ -120,6 +133,28 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     return parser
+
+
+# --created also sets org.opencontainers.image.created; `--version` is the program's own.
+_STANDARD_ANNOTATIONS = {
+    "--title": "title",
+    "--description": "description",
+    "--image-version": "version",
+    "--source": "source",
+    "--revision": "revision",
+}
+
+
+def _formats() -> list[Format]:
+    from .formats import Format
+
+    return list(Format)
+
+
+def _standard_annotations(args: argparse.Namespace) -> list[str]:
+    """The shortcut flags as KEY=VALUE annotations; explicit --annotation entries come after and win."""
+    given = ((key, getattr(args, flag[2:].replace("-", "_"))) for flag, key in _STANDARD_ANNOTATIONS.items())
+    return [f"org.opencontainers.image.{key}={value}" for key, value in given if value is not None]
 
 
 def _warn(message: str) -> None:
@@ -139,7 +174,7 @@ def run_build(argv: Sequence[str]) -> int:
     from .formats import Format
     from .progress import TerminalProgress, print_summary
 
-    fmt = Format.ARTIFACT if args.as_artifact else Format.ROOTFS if args.rootfs else Format.IMAGE
+    fmt = Format(args.format or Format.IMAGE.value)
     request = BuildRequest(
         name=args.name,
         repo=args.repo,
@@ -150,7 +185,7 @@ def run_build(argv: Sequence[str]) -> int:
         format=fmt,
         created=created_from_environment(args.created, os.environ),
         labels=args.labels,
-        annotations=args.annotations,
+        annotations=[*_standard_annotations(args), *args.annotations],
     )
     plan = plan_image(request, warn=_warn)
     dest = default_output(plan, args.out_path)
@@ -375,6 +410,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:  # answered before the build parser loads the formats it lists
+        print(f"{PROG} {__version__}")
+        return 0
     debug = "--debug" in args
     command: Callable[[Sequence[str]], int] = run_build
     if args and args[0] in COMMANDS:

@@ -223,9 +223,12 @@ def _check_size(part: FileRange, file_size: int) -> None:
 
 
 def _is_file(stream: BinaryIO) -> bool:
+    """A plain file stream, whose descriptor receives exactly what is written to it (not a GzipFile)."""
+    if not isinstance(stream, io.BufferedWriter | io.BufferedRandom | io.FileIO):
+        return False
     try:
         return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (OSError, ValueError, io.UnsupportedOperation):
+    except (OSError, ValueError):
         return False
 
 

@@ -19,6 +19,9 @@ MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPE_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_TYPE_TAR_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPE_GZIP_TAR_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_ENVOY_CONFIG = "application/vnd.module.wasm.config.v1+json"
+MEDIA_TYPE_ENVOY_LAYER = "application/vnd.module.wasm.content.layer.v1+wasm"
 MEDIA_TYPE_RUNWASI_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
 MEDIA_TYPE_WASM_CONFIG = "application/vnd.wasm.config.v0+json"
 MEDIA_TYPE_WASM_LAYER = "application/wasm"
@@ -33,6 +36,7 @@ INDEX_MEDIA_TYPES = frozenset({MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
+ANNOTATION_TITLE = "org.opencontainers.image.title"
 
 LABEL_RUNWASI_LAYERS = "containerd.runwasi.layers"
 
