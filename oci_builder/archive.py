@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from .digest import BlobPart, Progress, copy_parts, hex_of, parts_size
 from .errors import OutputError
-from .spec import Blob, Descriptor
+from .spec import OCI_LAYOUT, Blob, Descriptor, canonical_json, index_json
 
 BLOCK = 512
 _OCTAL_SIZE_MAX = 0o77777777777
@@ -136,9 +136,27 @@ class ArchiveWriter:
     def _blob_header(self, digest: str, size: int) -> bytes:
         return tar_header(f"blobs/sha256/{hex_of(digest)}", size, mode=0o644, mtime=self._mtime)
 
+    def finish_layout(self, index: Sequence[Descriptor], docker: Sequence[Mapping[str, object]]) -> None:
+        """End the archive with what makes it a layout: index.json, oci-layout, and docker's manifest.json."""
+        self.add_file("index.json", index_json(list(index)))
+        self.add_file("oci-layout", canonical_json(OCI_LAYOUT))
+        self.add_file("manifest.json", canonical_json([dict(entry) for entry in docker]))
+        self.finish()
+
     def finish(self) -> None:
         self._out.write(END_OF_ARCHIVE)
         self._out.flush()
+
+
+def docker_entry(
+    config: Descriptor, layers: Sequence[Descriptor], repo_tags: Sequence[str]
+) -> dict[str, object]:
+    """One image in docker's manifest.json (what `docker load` reads): paths of its blobs, and its names."""
+    return {
+        "Config": f"blobs/sha256/{hex_of(config.digest)}",
+        "RepoTags": list(repo_tags),
+        "Layers": [f"blobs/sha256/{hex_of(layer.digest)}" for layer in layers],
+    }
 
 
 @contextlib.contextmanager

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import formats
-from .archive import ArchiveWriter, atomic_output
-from .digest import Progress, hex_of
+from .archive import ArchiveWriter, atomic_output, docker_entry
+from .digest import Progress
 from .errors import InputError, UsageError
 from .formats import Format, ImagePlan, LayerInput
 from .reference import ReferenceError, check_prefix, check_tag, parse_name
-from .spec import OCI_LAYOUT, Descriptor, canonical_json, index_json, is_valid_media_type, manifest_blob
+from .spec import Descriptor, is_valid_media_type, manifest_blob
 from .wasm import WasmFormatError, WasmInfo, read_wasm
 
 # image-spec annotations.md: keys are reverse-domain names; we accept what labels usually are too.
@@ -303,15 +303,6 @@ def _write(
         images.append(BuiltImage(plan.references, manifest, config, tuple(layers)))
         for tag in plan.tags:
             index.append(replace(manifest, annotations=formats.name_annotations(plan.reference_name, tag)))
-        docker.append(
-            {
-                "Config": f"blobs/sha256/{hex_of(config.digest)}",
-                "RepoTags": list(plan.references),
-                "Layers": [f"blobs/sha256/{hex_of(layer.digest)}" for layer in layers],
-            }
-        )
-    writer.add_file("index.json", index_json(index))
-    writer.add_file("oci-layout", canonical_json(OCI_LAYOUT))
-    writer.add_file("manifest.json", canonical_json(docker))
-    writer.finish()
+        docker.append(docker_entry(config, layers, plan.references))
+    writer.finish_layout(index, docker)
     return BuildResult(tuple(images))
