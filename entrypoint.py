@@ -26,6 +26,7 @@ import yaml
 from oci_builder.builder import (
     BuildRequest,
     BuildResult,
+    BuiltImage,
     build,
     created_from_environment,
     default_output,
@@ -158,6 +159,8 @@ def _paths(name: str) -> list[str]:
 
 
 def read_inputs(moment: datetime, env: Mapping[str, str]) -> Inputs:
+    if not _text("name"):
+        raise UsageError("name", "is required: the image's name (or give a build file in config)")
     as_artifact, rootfs = _flag("as-artifact"), _flag("rootfs")
     if as_artifact and rootfs:
         raise UsageError("as-artifact and rootfs", "are mutually exclusive: set one or the other")
@@ -245,6 +248,10 @@ def relative_to(path: Path, workspace: Path) -> str:
 
 def metadata(plan: ImagePlan, result: BuildResult, archive: str, pushed: list[str]) -> dict[str, object]:
     (image,) = result.images
+    return {**image_metadata(plan, image, archive, result.size), "pushed": pushed}
+
+
+def image_metadata(plan: ImagePlan, image: BuiltImage, archive: str, size: int) -> dict[str, object]:
     return {
         "annotations": manifest_annotations(plan),
         "image": image.references[0],
@@ -252,11 +259,10 @@ def metadata(plan: ImagePlan, result: BuildResult, archive: str, pushed: list[st
         "digest": image.manifest.digest,
         "config-digest": image.config.digest,
         "path": archive,
-        "size": result.size,
+        "size": size,
         "manifest": image.manifest.to_json(),
         "config": image.config.to_json(),
         "layers": [layer.to_json() for layer in image.layers],
-        "pushed": pushed,
     }
 
 
@@ -340,6 +346,9 @@ def push(archive: Path, inputs: Inputs, registry: str) -> list[str]:
 
 def run(workspace: Path) -> int:
     now = datetime.now(UTC).replace(microsecond=0)
+    config = _text("config")
+    if config:
+        return run_build_file(workspace / config, workspace, now)
     inputs = read_inputs(now, os.environ)
     plan = plan_image(inputs.request, cwd=workspace, warn=core.warning)
     check_push(inputs, plan)
@@ -375,13 +384,96 @@ def run(workspace: Path) -> int:
         "pushed": "\n".join(pushed),
         "metadata": json.dumps(metadata(plan, result, archive, pushed), sort_keys=True),
     }
+    publish(outputs, summary_markdown(result, archive, pushed))
+    core.info(f"{image.references[0]} {image.manifest.digest} -> {archive}")
+    return 0
+
+
+def publish(outputs: Mapping[str, str], summary: str) -> None:
     for name, value in outputs.items():
         core.set_output(name, value)
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_file:
         with open(summary_file, "a", encoding="utf-8") as f:
-            f.write(summary_markdown(result, archive, pushed))
-    core.info(f"{image.references[0]} {image.manifest.digest} -> {archive}")
+            f.write(summary)
+
+
+# The build file describes the images: with `config`, these inputs must keep their defaults.
+BUILD_FILE_REPLACES = (
+    "name",
+    "repo",
+    "tag",
+    "tags",
+    "module",
+    "layers",
+    "components",
+    "as-artifact",
+    "rootfs",
+    "labels",
+    "annotations",
+    "output",
+)
+
+
+def check_build_file_inputs(defaults: Mapping[str, str]) -> None:
+    for name in BUILD_FILE_REPLACES:
+        if _text(name) != defaults[name]:
+            raise UsageError(name, "is not used with config: the build file describes the images")
+    if _flag("push"):
+        raise UsageError("push", "is not supported with config: push each archive in a later step")
+
+
+def run_build_file(path: Path, workspace: Path, now: datetime) -> int:
+    """The `config` input: every image of a build file, with the same context annotations as one image.
+
+    `digest`, `image`, `config-digest`, `path` and `size` describe the first image; `metadata` holds them
+    too, and under `images` an entry for every image, each with its archive's path.
+    """
+    from oci_builder.buildfile import load_build_file, plan_archives
+
+    check_build_file_inputs(declared_inputs())
+    created = created_from_environment(_text("created") or None, os.environ)
+    build_file = load_build_file(path, default_created=created)
+    # As for one image: the user's annotations override the context's, whose time is the file's `created`.
+    build_file = build_file.with_default_annotations(
+        context_annotations(build_file.created or now, os.environ)
+    )
+    archives = plan_archives(
+        build_file, warn=lambda message: core.warning(message.replace(f"{workspace}/", ""))
+    )
+    owned: list[Path] = []
+    images: list[dict[str, object]] = []
+    summary: list[str] = []
+    try:
+        for archive in archives:
+            owned += make_directories(archive.path.parent)
+            owned.append(archive.path)
+            where = relative_to(archive.path, workspace)
+            if not archive.path.is_relative_to(workspace):
+                core.warning(
+                    f"output {where} is outside the workspace: later steps on the host will not see it"
+                )
+            core.start_group(f"Build {', '.join(plan.reference for plan in archive.plans)}")
+            try:
+                for layer in (layer for plan in archive.plans for layer in plan.layers):
+                    core.info(
+                        f"{relative_to(layer.path, workspace)}: {layer.media_type}, {human_size(layer.size)}"
+                    )
+                result = build(archive.plans, archive.path, now=now)
+                print_summary(result)
+            finally:
+                core.end_group()
+            for plan, image in zip(archive.plans, result.images, strict=True):
+                images.append(image_metadata(plan, image, where, result.size))
+                summary.append(summary_markdown(BuildResult((image,), result.path, result.size), where, []))
+                core.info(f"{image.references[0]} {image.manifest.digest} -> {where}")
+    finally:
+        give_to_workspace_owner(owned, workspace)
+    first = images[0]
+    outputs = {name: str(first[name]) for name in ("digest", "path", "image", "config-digest", "size")}
+    outputs["pushed"] = ""
+    outputs["metadata"] = json.dumps({**first, "pushed": [], "images": images}, sort_keys=True)
+    publish(outputs, "".join(summary))
     return 0
 
 

@@ -41,7 +41,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Package WebAssembly modules and components as an OCI image archive (a tar holding an "
         "OCI image layout and docker's manifest.json).",
-        epilog="The bare form above builds an archive, as runwasi's oci-tar-builder does.",
+        epilog="The bare form above builds an archive, as runwasi's oci-tar-builder does. "
+        "`build -f FILE` builds the images a YAML build file describes.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("-n", "--name", required=True, help="image name; also the entrypoint NAME.wasm")
@@ -162,6 +163,8 @@ def _warn(message: str) -> None:
 
 
 def run_build(argv: Sequence[str]) -> int:
+    if any(arg in ("-f", "--file") or arg.startswith(("-f", "--file=")) for arg in argv):
+        return run_build_file(argv)
     args = _build_parser().parse_args(argv)
     from .builder import (
         BuildRequest,
@@ -201,6 +204,38 @@ def run_build(argv: Sequence[str]) -> int:
     print_summary(result)
     if args.push:
         _push(dest, [], None, credential, args)
+    return 0
+
+
+def _build_file_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog=f"{PROG} build",
+        description="Build the images a YAML build file describes: into one archive when the file sets a "
+        "top-level `output`, else into one archive each.",
+    )
+    parser.add_argument("-f", "--file", required=True, type=Path, metavar="FILE", help="the build file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    return parser
+
+
+def run_build_file(argv: Sequence[str]) -> int:
+    args = _build_file_parser().parse_args(argv)
+    from .builder import build, created_from_environment
+    from .buildfile import load_build_file, plan_archives
+    from .progress import TerminalProgress, print_summary
+
+    build_file = load_build_file(args.file, default_created=created_from_environment(None, os.environ))
+    # Every image is checked before the first archive is written.
+    for archive in plan_archives(build_file, warn=_warn):
+        total = sum(layer.size for plan in archive.plans for layer in plan.layers)
+        progress = TerminalProgress.for_terminal(total, args.quiet)
+        try:
+            result = build(archive.plans, archive.path, progress=progress)
+        finally:
+            if progress:
+                progress.close()
+        print_summary(result)
     return 0
 
 
@@ -400,11 +435,73 @@ def run_verify(argv: Sequence[str]) -> int:
     return 0
 
 
+def _merge_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog=f"{PROG} merge",
+        description="Combine the images of several OCI archives (ours or any tool's: buildah, skopeo, "
+        "docker buildx) into one archive; images that share a name become one multi-platform image index.",
+        epilog="With --name, every image gets that one reference, so `push` serves all platforms under "
+        "its tag. Two different images for one platform under one name are refused.",
+    )
+    parser.add_argument("archives", nargs="+", metavar="ARCHIVE", type=Path, help="OCI archives to merge")
+    parser.add_argument("-o", "--out-path", required=True, type=Path, metavar="PATH", help="archive to write")
+    parser.add_argument(
+        "--name", metavar="REF", help="name every image REF (HOST/REPOSITORY:TAG); default: keep their names"
+    )
+    parser.add_argument(
+        "--created",
+        metavar="TIME",
+        help="tar entry time (RFC 3339 or Unix seconds) for reproducible output; default $SOURCE_DATE_EPOCH",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    return parser
+
+
+def run_merge(argv: Sequence[str]) -> int:
+    args = _merge_parser().parse_args(argv)
+    from .builder import created_from_environment
+    from .inspection import platform_text
+    from .merge import merge_archives
+    from .progress import TerminalProgress
+    from .spec import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_INDEX, Descriptor
+
+    created = created_from_environment(args.created, os.environ)
+    # The sources' sizes bound the bytes copied (shared blobs are copied once).
+    total = sum(path.stat().st_size for path in args.archives if path.is_file())
+    progress = TerminalProgress.for_terminal(total, args.quiet, label="copying")
+    try:
+        result = merge_archives(
+            args.archives,
+            args.out_path,
+            name=args.name,
+            mtime=int(created.timestamp()) if created else 0,
+            progress=progress,
+        )
+    finally:
+        if progress:
+            progress.close()
+
+    def reference(descriptor: Descriptor) -> str:
+        names = descriptor.annotations
+        return names.get(ANNOTATION_IMAGE_NAME) or names.get(ANNOTATION_REF_NAME) or "-"
+
+    for image in result.images:
+        platform = platform_text(image.platform) if image.platform else "-"
+        print(f"image    {reference(image)}  {platform}  {image.digest}")
+    for entry in result.index:
+        if entry.media_type == MEDIA_TYPE_INDEX:
+            print(f"index    {reference(entry)}  {entry.digest}")
+    print(f"archive  {result.path}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "build": run_build,
     "push": run_push,
     "inspect": run_inspect,
     "verify": run_verify,
+    "merge": run_merge,
 }
 
 

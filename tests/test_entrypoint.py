@@ -606,19 +606,19 @@ def test_action_yml_documents_every_input_and_output(entrypoint: ModuleType) -> 
     }
 
 
-def readme_table(heading: str) -> list[str]:
-    """First-column names (in backticks) of the Markdown table that follows README's `heading` line."""
+def readme_section(heading: str) -> list[str]:
+    """The lines of README's section under `heading`, up to the next heading."""
     lines = README.read_text().splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip().lower() == heading.lower()), None)
     assert start is not None, f"README.md has no {heading!r} section"
-    names: list[str] = []
-    for line in lines[start + 1 :]:
-        if line.startswith("#"):
-            break
-        match = re.match(r"\|\s*`([^`]+)`\s*\|", line)
-        if match:
-            names.append(match.group(1))
-    return names
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return lines[start + 1 : end]
+
+
+def readme_table(heading: str) -> list[str]:
+    """First-column names (in backticks) of the Markdown table in README's `heading` section."""
+    matches = (re.match(r"\|\s*`([^`]+)`\s*\|", line) for line in readme_section(heading))
+    return [match.group(1) for match in matches if match]
 
 
 def test_readme_tables_match_action_yml() -> None:
@@ -629,6 +629,6 @@ def test_readme_tables_match_action_yml() -> None:
     assert sorted(outputs) == sorted(metadata["outputs"]), "README output table vs action.yml outputs"
     for name in inputs:
         default = str(metadata["inputs"][name].get("default", ""))
-        row = next(line for line in README.read_text().splitlines() if line.startswith(f"| `{name}` |"))
+        row = next(line for line in readme_section("### Inputs") if line.startswith(f"| `{name}` |"))
         if default:
             assert f"`{default}`" in row, f"README row of {name} does not show its default {default!r}"
