@@ -257,3 +257,38 @@ def test_a_closed_stdout_ends_quietly(workdir: Path) -> None:
     proc.stdout.close()
     assert proc.stderr.read() == b""
     assert proc.wait(timeout=60) == 141
+
+
+def _run_with_terminal_stderr(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal (as in an interactive shell) and stdout on a pipe."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    stdout, _ = proc.communicate(timeout=120)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the other end is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return proc.returncode, stdout.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_shows_on_a_terminal_for_large_inputs_and_quiet_hides_it(tmp_path: Path) -> None:
+    module = tmp_path / "big.wasm"
+    # a core module with one custom section of (32 << 20) + 3 bytes: its name "x", then zeros
+    module.write_bytes(b"\0asm\x01\0\0\0" + b"\0\x83\x80\x80\x10\x01x" + bytes((32 << 20) + 1))
+    command = [str(BIN / "oci-tar-builder"), "-n", "big", "-m", "big.wasm", "-o", "big.tar"]
+    status, stdout, stderr = _run_with_terminal_stderr(command, tmp_path)
+    assert status == 0, stderr
+    assert "hashing" in stderr and "32.0 MiB" in stderr
+    assert "hashing" not in stdout
+    status, _, stderr = _run_with_terminal_stderr([*command, "--quiet"], tmp_path)
+    assert status == 0
+    assert stderr == ""
