@@ -161,9 +161,7 @@ def _paths(name: str) -> list[str]:
 def read_inputs(moment: datetime, env: Mapping[str, str]) -> Inputs:
     if not _text("name"):
         raise UsageError("name", "is required: the image's name (or give a build file in config)")
-    as_artifact, rootfs = _flag("as-artifact"), _flag("rootfs")
-    if as_artifact and rootfs:
-        raise UsageError("as-artifact and rootfs", "are mutually exclusive: set one or the other")
+    fmt = read_format()
     created = created_from_environment(_text("created") or None, env)
     request = BuildRequest(
         name=_text("name"),
@@ -172,7 +170,7 @@ def read_inputs(moment: datetime, env: Mapping[str, str]) -> Inputs:
         modules=_paths("module"),
         layers=_lines("layers"),
         components=_text("components") or None,
-        format=Format.ARTIFACT if as_artifact else Format.ROOTFS if rootfs else Format.IMAGE,
+        format=fmt,
         created=created,
         labels=_lines("labels"),
         # The user's annotations come last, so they override the ones taken from the GitHub context.
@@ -186,6 +184,24 @@ def read_inputs(moment: datetime, env: Mapping[str, str]) -> Inputs:
         password=_text("password"),
         github_token=_text("github-token"),
     )
+
+
+def read_format() -> Format:
+    """`format`, or runwasi's booleans `as-artifact` and `rootfs` for two of its values; never a mix."""
+    chosen = [name for name in ("as-artifact", "rootfs") if _flag(name)]
+    if _text("format"):
+        chosen.append("format")
+    if len(chosen) > 1:
+        raise UsageError(" and ".join(chosen), "are mutually exclusive: set one of them")
+    if not chosen:
+        return Format.IMAGE
+    if chosen[0] != "format":
+        return Format.ARTIFACT if chosen[0] == "as-artifact" else Format.ROOTFS
+    try:
+        return Format(_text("format"))
+    except ValueError:
+        allowed = ", ".join(f.value for f in Format)
+        raise UsageError(f"format {_text('format')!r}", f"is not one of {allowed}") from None
 
 
 def context_annotations(moment: datetime, env: Mapping[str, str]) -> list[str]:
@@ -409,6 +425,7 @@ BUILD_FILE_REPLACES = (
     "components",
     "as-artifact",
     "rootfs",
+    "format",
     "labels",
     "annotations",
     "output",

@@ -258,6 +258,23 @@ def test_hyphenated_input_as_artifact_is_read(runner: Runner) -> None:
     assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/wasm"]
 
 
+def test_format_input_writes_the_envoy_variants(runner: Runner) -> None:
+    for fmt, layer_types in (
+        (
+            "envoy",
+            [
+                "application/vnd.module.wasm.config.v1+json",
+                "application/vnd.module.wasm.content.layer.v1+wasm",
+            ],
+        ),
+        ("envoy-compat", ["application/vnd.oci.image.layer.v1.tar+gzip"]),
+    ):
+        result = runner.run({"name": "plugin", "module": "hello.wasm", "format": fmt, "output": f"{fmt}.tar"})
+        assert result.status == 0, result.stdout
+        manifest = load(runner.workspace / result.outputs["path"]).manifest()
+        assert [layer["mediaType"] for layer in manifest["layers"]] == layer_types
+
+
 def test_rootfs_input_writes_a_tar_layer(runner: Runner) -> None:
     result = runner.run({"name": "hello", "module": "hello.wasm", "rootfs": "True"})
     layout = archive_of(runner, result)
@@ -465,6 +482,8 @@ def test_the_workflow_token_is_masked(runner: Runner) -> None:
         ({"module": "hello.wasm", "name": ""}, None, ["name"]),
         ({"module": "hello.wasm", "as-artifact": "yes"}, None, ["as-artifact", "true or false"]),
         ({"module": "hello.wasm", "as-artifact": "true", "rootfs": "true"}, None, ["mutually exclusive"]),
+        ({"module": "hello.wasm", "rootfs": "true", "format": "envoy"}, None, ["rootfs and format"]),
+        ({"module": "hello.wasm", "format": "docker"}, None, ["format 'docker'", "envoy-compat"]),
         ({"module": "hello.wasm", "labels": "=x"}, None, ["labels '=x'"]),
         ({"module": "hello.wasm", "annotations": "novalue"}, None, ["annotations 'novalue'"]),
         ({"module": "hello.wasm", "layers": "notamediatype=hello.wasm"}, None, ["layers"]),
