@@ -99,6 +99,14 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A daemon in its own session (so stopping it reaches its children), its output appended to a log."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     """Terminate a child we started, and kill it if it does not exit in time."""
     if proc.poll() is not None:
@@ -199,14 +207,7 @@ class Registry:
             self.url = f"{'https' if self.tls else 'http'}://{self.host}"
             config = self.dir / "config.yml"
             config.write_text(self._config())
-            with self.log.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    [self._binary, "serve", str(config)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self._proc = _spawn([self._binary, "serve", str(config)], self.log)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
@@ -338,14 +339,7 @@ class Containerd:
     def _start(self, binary: str, timeout: float) -> None:
         config = self.dir / "config.toml"
         config.write_text(self._config())
-        with self.log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [binary, "--config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = _spawn([binary, "--config", str(config)], self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
