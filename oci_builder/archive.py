@@ -21,6 +21,11 @@ from .spec import OCI_LAYOUT, Blob, Descriptor, canonical_json, index_json
 
 BLOCK = 512
 _OCTAL_SIZE_MAX = 0o77777777777
+MTIME_MAX = 0o77777777777
+TAR_NAME_MAX = 100
+"""The longest name a ustar header holds without its directory prefix field."""
+_PREFIX_MAX = 155
+"""The latest time a ustar header holds (eleven octal digits: 2242-03-16)."""
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -36,12 +41,11 @@ def _size_field(size: int) -> bytes:
 
 def _split_name(name: str) -> tuple[bytes, bytes]:
     raw = name.encode()
-    if len(raw) <= 100:
+    if len(raw) <= TAR_NAME_MAX:
         return raw, b""
-    cut = raw.rfind(b"/", 0, 156)
-    while cut > 0 and len(raw) - cut - 1 > 100:
-        cut = raw.rfind(b"/", 0, cut)
-    if cut <= 0:
+    # Split at a '/' leaving at most 100 bytes of name and at most 155 of prefix.
+    cut = raw.find(b"/", len(raw) - TAR_NAME_MAX - 1)
+    if cut <= 0 or cut > _PREFIX_MAX:
         raise ValueError(f"tar entry name too long for ustar: {name!r}")
     return raw[cut + 1 :], raw[:cut]
 
@@ -64,6 +68,8 @@ def tar_header(name: str, size: int, *, mode: int, mtime: int, directory: bool =
     header[337:345] = _octal(0, 8)
     header[345 : 345 + len(prefix)] = prefix
     header[148:156] = b"%06o\0 " % sum(header)
+    if len(header) != BLOCK:  # a field overflowed its width: a bug upstream, never a corrupt archive
+        raise ValueError(f"tar header for {name!r} does not fit in {BLOCK} bytes")
     return bytes(header)
 
 

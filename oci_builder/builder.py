@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import formats
-from .archive import ArchiveWriter, atomic_output, docker_entry
+from .archive import MTIME_MAX, TAR_NAME_MAX, ArchiveWriter, atomic_output, docker_entry
 from .digest import Progress
 from .errors import InputError, UsageError
 from .formats import Format, ImagePlan, LayerInput
@@ -76,8 +76,8 @@ def parse_created(text: str, subject: str = "--created") -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise UsageError(f"{subject} {text!r}", "the time needs a zone offset, such as Z or +02:00")
-    if moment.timestamp() < 0:
-        raise UsageError(f"{subject} {text!r}", "times before 1970 cannot be stored in tar headers")
+    if not 0 <= moment.timestamp() <= MTIME_MAX:
+        raise UsageError(f"{subject} {text!r}", "tar headers store times from 1970 to 2242 only")
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
@@ -138,7 +138,7 @@ def plan_image(request: BuildRequest, *, cwd: Path | None = None, warn: Warn | N
         raise UsageError(
             "--label", f"the {fmt.value} format has no image config to hold labels; use --annotation"
         )
-    return ImagePlan(
+    plan = ImagePlan(
         reference_name=name,
         tags=tags,
         entry_name=request.name,
@@ -149,6 +149,25 @@ def plan_image(request: BuildRequest, *, cwd: Path | None = None, warn: Warn | N
         annotations=parse_key_values(request.annotations, "--annotation"),
         author=request.author,
     )
+    _check_format_limits(plan)
+    return plan
+
+
+def _check_format_limits(plan: ImagePlan) -> None:
+    """What a format cannot hold, found before anything is written."""
+    if plan.format is Format.ROOTFS and len(formats.rootfs_file(plan).encode()) > TAR_NAME_MAX:
+        raise UsageError(
+            f"--name {plan.entry_name!r}",
+            f"its last component makes a file name longer than the {TAR_NAME_MAX} bytes a tar entry holds",
+        )
+    if plan.format is Format.ENVOY_COMPAT and plan.layers[0].size > formats.ENVOY_COMPAT_MAX:
+        layer = plan.layers[0]
+        raise InputError(
+            f"{layer.origin} {layer.path}",
+            f"is {layer.size} bytes; envoy-compat compresses the plugin in memory and takes at most "
+            f"{formats.ENVOY_COMPAT_MAX >> 20} MiB",
+            path=layer.path,
+        )
 
 
 def format_flag(fmt: Format) -> str:

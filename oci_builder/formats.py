@@ -52,6 +52,8 @@ ANNOTATION_WASM_VARIANT = "module.wasm.image/variant"
 ENVOY_PLUGIN_FILE = "plugin.wasm"
 ENVOY_RUNTIME_CONFIG_FILE = "runtime-config.json"
 ENVOY_RUNTIME_CONFIG = b'{"type":"envoy_proxy"}'
+ENVOY_COMPAT_MAX = 256 << 20
+"""envoy-compat gzips the plugin in memory (the tar header needs the compressed size first)."""
 
 
 class Format(enum.Enum):

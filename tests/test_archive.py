@@ -132,3 +132,16 @@ def test_atomic_output_replaces_on_success_and_follows_the_umask(tmp_path: Path)
 def test_atomic_output_refuses_a_directory(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="is a directory"), atomic_output(tmp_path):
         pass
+
+
+def test_long_names_split_where_both_fields_fit() -> None:
+    name = "p" * 60 + "/" + "q" * 60 + "/" + "r" * 90
+    info = tarfile.TarInfo.frombuf(tar_header(name, 0, mode=0o644, mtime=0), "utf-8", "strict")
+    assert info.name == name
+    with pytest.raises(ValueError, match="too long"):
+        tar_header("d" * 10 + "/" + "f" * 120, 0, mode=0o644, mtime=0)
+
+
+def test_a_time_past_the_mtime_field_is_refused_not_written() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        tar_header("x", 0, mode=0o644, mtime=0o77777777777 + 1)

@@ -292,3 +292,20 @@ def test_progress_shows_on_a_terminal_for_large_inputs_and_quiet_hides_it(tmp_pa
     status, _, stderr = _run_with_terminal_stderr([*command, "--quiet"], tmp_path)
     assert status == 0
     assert stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--created", "9999-12-31T00:00:00Z"], "tar headers store times from 1970 to 2242 only"),
+        (["--rootfs", "-n", "a" * 120], "longer than the 100 bytes a tar entry holds"),
+    ],
+)
+def test_what_a_tar_cannot_hold_is_refused_before_writing(
+    workdir: Path, args: list[str], message: str
+) -> None:
+    name = [] if "-n" in args else ["-n", "app"]
+    result = run(["oci-tar-builder", *name, "-m", "app.wasm", "-o", "out.tar", *args], workdir)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (workdir / "out.tar").exists()

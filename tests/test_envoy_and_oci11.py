@@ -138,3 +138,21 @@ def test_envoy_formats_take_one_module_and_no_labels(tmp_path: Path, hello_wasm:
     assert labels.returncode == 2
     assert "--label: the envoy format has no image config" in labels.stderr
     assert not (tmp_path / "p.tar").exists()
+
+
+def test_envoy_compat_refuses_a_plugin_it_would_gzip_in_memory_past_its_limit(tmp_path: Path) -> None:
+    from oci_builder.errors import InputError
+    from oci_builder.formats import ENVOY_COMPAT_MAX
+
+    size = ENVOY_COMPAT_MAX + 1024
+    big = tmp_path / "big.wasm"
+    content = size - 8 - 1 - 5  # one custom section, its size a LEB128 padded to 5 bytes
+    with big.open("wb") as f:
+        f.write(
+            b"\0asm\x01\0\0\0\0"
+            + bytes([(content >> (7 * i)) & 0x7F | (0x80 if i < 4 else 0) for i in range(5)])
+        )
+        f.write(b"\x01x")
+        f.truncate(size)  # sparse: the test costs no disk
+    with pytest.raises(InputError, match="envoy-compat compresses the plugin in memory"):
+        plan_image(BuildRequest(name="big", modules=[str(big)], format=Format.ENVOY_COMPAT))
