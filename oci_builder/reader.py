@@ -34,6 +34,10 @@ JSON_LIMIT = 4 << 20
 """The largest JSON document (index, manifest, config) we parse; real ones are a few KiB."""
 MAX_ENTRIES = 1 << 20
 """An OCI layout holds a handful of entries per image; millions are an attack on memory."""
+MAX_DOCUMENTS = 20_000
+"""Manifests and indexes a walk of one archive may visit, counting repeats."""
+VERIFIED_CACHE = 16 << 20
+"""Bytes of small blobs (manifests, configs) kept once verified, so walks do not read and hash them again."""
 MAX_NESTING = 8
 """Indexes nested deeper than this are refused: real ones nest once (a multi-platform image)."""
 _MAX_NAME = 4096
@@ -133,6 +137,10 @@ class OciArchive:
         self._file = file
         self._entries = entries
         self._lock = threading.Lock()
+        self._verified: dict[str, bytes] = {}
+        self._verified_bytes = 0
+        self._documents = 0
+        self._children: dict[tuple[str, str], tuple[Descriptor, ...]] = {}
 
     @classmethod
     def open(cls, path: Path) -> OciArchive:
@@ -242,23 +250,33 @@ class OciArchive:
         """What a manifest ([config, *layers]) or an index (its manifests) points at; [] for other blobs."""
         if descriptor.media_type not in MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES:
             return []
+        self._documents += 1
+        if self._documents > MAX_DOCUMENTS:
+            # An index may list a child many times over, nested: a small archive, exponential work.
+            raise ArchiveError(self.path, f"its indexes list more than {MAX_DOCUMENTS} manifests in all")
         where = f"{_kind(descriptor)} {descriptor.digest}"
         size = self.blob_size(descriptor.digest)
         if size != descriptor.size:
             raise ArchiveError(
                 self.path, f"{where} has {size} bytes but its descriptor says {descriptor.size}"
             )
+        key = (descriptor.digest, descriptor.media_type)
+        if key not in self._children:
+            self._children[key] = self._read_children(descriptor, where)
+        return list(self._children[key])
+
+    def _read_children(self, descriptor: Descriptor, where: str) -> tuple[Descriptor, ...]:
         document = self.read_json_blob(descriptor.digest)
         if not isinstance(document, dict):
             raise ArchiveError(self.path, f"{where} must be a JSON object")
         if descriptor.media_type in INDEX_MEDIA_TYPES:
-            return self._descriptors(document, "manifests", where)
+            return tuple(self._descriptors(document, "manifests", where))
         if "config" not in document:
             raise ArchiveError(self.path, f"{where} has no config")
-        return [
+        return (
             self._descriptor(document["config"], f"{where} config"),
             *self._descriptors(document, "layers", where),
-        ]
+        )
 
     def _descriptors(self, document: dict[str, Any], key: str, where: str) -> list[Descriptor]:
         items = document.get(key)
@@ -318,6 +336,9 @@ class OciArchive:
         size = self._blob(digest).size
         if size > limit:
             raise ArchiveError(self.path, f"blob {digest} is {size} bytes, over the {limit}-byte limit", name)
+        cached = self._verified.get(digest)
+        if cached is not None:
+            return cached
         data = self.read_entry(name, limit)
         hasher = new_hasher(digest)
         hasher.update(data)
@@ -326,6 +347,9 @@ class OciArchive:
             raise ArchiveError(
                 self.path, f"content does not match digest {digest}: it hashes to {actual}", name
             )
+        if self._verified_bytes + len(data) <= VERIFIED_CACHE:
+            self._verified[digest] = data
+            self._verified_bytes += len(data)
         return data
 
     def read_json_blob(self, digest: str, limit: int = JSON_LIMIT) -> Any:

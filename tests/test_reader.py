@@ -342,3 +342,57 @@ def test_blob_range_locates_the_blob_bytes_in_the_tar(tmp_path: Path, hello_wasm
     with open(archive_path, "rb") as f:
         f.seek(where.offset)
         assert f.read(where.size) == hello_wasm.read_bytes()
+
+
+def test_an_index_fanning_out_to_repeats_is_refused_not_walked(tmp_path: Path, hello_wasm: Path) -> None:
+    """400 x 400 references to one manifest in a small archive: refused, where a naive walk does 160,000."""
+    from oci_builder.spec import canonical_json, index_json, json_blob, manifest_blob
+
+    config = json_blob("application/vnd.oci.image.config.v1+json", {"architecture": "wasm", "os": "wasip1"})
+    layer = Descriptor(
+        "application/wasm", "sha256:" + hashlib.sha256(hello_wasm.read_bytes()).hexdigest(), 154
+    )
+    manifest = manifest_blob(config.descriptor(), [layer], {})
+    inner = index_json([manifest.descriptor()] * 400)
+    inner_desc = Descriptor(MEDIA_TYPE_INDEX, "sha256:" + hashlib.sha256(inner).hexdigest(), len(inner))
+    outer = index_json([inner_desc] * 400)
+    outer_desc = Descriptor(MEDIA_TYPE_INDEX, "sha256:" + hashlib.sha256(outer).hexdigest(), len(outer))
+    members = [(blob_path(b.digest), b.data) for b in (config, manifest)]
+    members += [(blob_path(layer.digest), hello_wasm.read_bytes())]
+    members += [(blob_path(d.digest), data) for d, data in ((inner_desc, inner), (outer_desc, outer))]
+    members += [
+        ("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"})),
+        ("index.json", index_json([outer_desc])),
+    ]
+    archive = write_tar(tmp_path / "fan.tar", members)
+    assert archive.stat().st_size < 200_000
+    for command in (["inspect"], ["merge", "-o", str(tmp_path / "m.tar")]):
+        assert main([*command, str(archive)]) == 1
+    assert not (tmp_path / "m.tar").exists()
+
+
+def test_indexes_nested_too_deep_are_refused_by_push_before_any_request(
+    tmp_path: Path, hello_wasm: Path
+) -> None:
+    from oci_builder.registry import push_archive
+    from oci_builder.spec import canonical_json, index_json, json_blob, manifest_blob
+
+    config = json_blob("application/vnd.oci.image.config.v1+json", {"architecture": "wasm", "os": "wasip1"})
+    layer = Descriptor(
+        "application/wasm", "sha256:" + hashlib.sha256(hello_wasm.read_bytes()).hexdigest(), 154
+    )
+    manifest = manifest_blob(config.descriptor(), [layer], {})
+    members = [(blob_path(b.digest), b.data) for b in (config, manifest)]
+    members.append((blob_path(layer.digest), hello_wasm.read_bytes()))
+    top = manifest.descriptor()
+    for _ in range(12):
+        data = index_json([top])
+        top = Descriptor(MEDIA_TYPE_INDEX, "sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+        members.append((blob_path(top.digest), data))
+    members += [
+        ("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"})),
+        ("index.json", index_json([top])),
+    ]
+    archive = write_tar(tmp_path / "deep.tar", members)
+    with pytest.raises(ArchiveError, match="nest deeper than 8"):
+        push_archive(archive, ["127.0.0.1:9/never:1"])  # port 9: nothing listens; no request is made

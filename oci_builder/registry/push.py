@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..digest import Progress, sha256_digest
 from ..errors import UsageError
-from ..reader import ArchiveError, OciArchive
+from ..reader import MAX_NESTING, ArchiveError, OciArchive
 from ..reference import Reference, ReferenceError, check_tag, parse_name, parse_reference
 from ..spec import (
     ANNOTATION_IMAGE_NAME,
@@ -222,12 +222,14 @@ def _walk(archive: OciArchive, target: Target) -> _Walk:
     blobs: dict[str, Descriptor] = {}
     manifests: dict[str, tuple[Descriptor, bytes]] = {}
 
-    def visit(descriptor: Descriptor) -> None:
+    def visit(descriptor: Descriptor, depth: int = 0) -> None:
         if descriptor.media_type in MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES:
             if descriptor.digest in manifests:
                 return
+            if depth > MAX_NESTING:
+                raise ArchiveError(archive.path, f"indexes nest deeper than {MAX_NESTING} levels")
             for child in archive.children(descriptor):
-                visit(child)
+                visit(child, depth + 1)
             manifests[descriptor.digest] = (descriptor, archive.read_blob(descriptor.digest, MANIFEST_MAX))
             return
         size = archive.blob_size(descriptor.digest)  # raises ArchiveError when the blob is missing
