@@ -9,6 +9,7 @@ OIDC tokens we never ask for, is loaded lazily.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -101,6 +102,7 @@ def input_env_name(name: str) -> str:
     return "INPUT_" + name.replace(" ", "_").upper()
 
 
+@functools.cache
 def declared_inputs(action_yml: Path = ACTION_YML) -> dict[str, str]:
     """Every input action.yml declares, with its default as the runner would pass it ('' when none)."""
     with open(action_yml, encoding="utf-8") as f:
@@ -249,7 +251,8 @@ def give_to_workspace_owner(paths: Sequence[Path], workspace: Path) -> None:
     owner = workspace.stat()
     for path in paths:
         try:
-            os.chown(path, owner.st_uid, owner.st_gid)
+            # Never through a link: the workspace is the user's, and root here could chown anything.
+            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
         except FileNotFoundError:
             pass  # the build failed before writing it
         except OSError as exc:
@@ -350,8 +353,7 @@ def push(archive: Path, inputs: Inputs, registry: str) -> list[str]:
 
     def log(event: PushEvent) -> None:
         if event.action != "uploading":
-            d = event.descriptor
-            core.info(f"{event.action:<9} {d.digest}  {human_size(d.size):>10}  {event.repository}")
+            core.info(str(event))
 
     credential = push_credential(inputs, registry, os.environ)
     pushed = push_archive(archive, credentials=credential, on_event=log, warn=core.warning)

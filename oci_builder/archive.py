@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .digest import BlobPart, Progress, copy_parts, hex_of, parts_size
-from .errors import OutputError
+from .digest import BlobPart, FileRange, Progress, copy_parts, hex_of, parts_size
+from .errors import InputError, OutputError
 from .spec import OCI_LAYOUT, Blob, Descriptor, canonical_json, index_json
 
 BLOCK = 512
@@ -120,7 +120,8 @@ class ArchiveWriter:
                 self._out.write(self._blob_header(digest, size))
                 written = "sha256:" + copy_parts(parts, self._out, progress).hexdigest()
                 if written != digest:
-                    raise OutputError("", "an input file changed while the archive was written")
+                    files = ", ".join(str(p.path) for p in parts if isinstance(p, FileRange))
+                    raise InputError(files, "changed while the archive was written")
                 self._out.write(padding(size))
             return Descriptor(media_type, digest, size)
 

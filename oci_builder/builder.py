@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,16 +18,14 @@ from typing import BinaryIO
 from . import formats
 from .archive import MTIME_MAX, TAR_NAME_MAX, ArchiveWriter, atomic_output, docker_entry
 from .digest import Progress
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, Warn
 from .formats import Format, ImagePlan, LayerInput
-from .reference import ReferenceError, check_prefix, check_tag, parse_name
+from .reference import DEFAULT_TAG, ReferenceError, check_prefix, check_tag, parse_name
 from .spec import Descriptor, is_valid_media_type, manifest_blob
 from .wasm import WasmFormatError, WasmInfo, read_wasm
 
 # image-spec annotations.md: keys are reverse-domain names; we accept what labels usually are too.
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
-
-Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class BuildRequest:
 
     name: str
     repo: str | None = None
-    tags: Sequence[str] = ("latest",)
+    tags: Sequence[str] = (DEFAULT_TAG,)
     modules: Sequence[str] = ()
     layers: Sequence[str] = ()
     components: str | None = None

@@ -37,9 +37,10 @@ from typing import NoReturn
 
 import yaml
 
-from .builder import BuildRequest, Warn, default_output, parse_created, parse_key_values, plan_image
-from .errors import InputError, OciBuilderError, UsageError
+from .builder import BuildRequest, default_output, parse_created, parse_key_values, plan_image
+from .errors import InputError, OciBuilderError, UsageError, Warn
 from .formats import Format, ImagePlan
+from .reference import DEFAULT_TAG
 from .spec import is_valid_media_type
 
 MAX_SIZE = 1 << 20
@@ -456,7 +457,7 @@ class _Schema:
         request = BuildRequest(
             name=name,
             repo=repo,
-            tags=["latest"] if tags is None else tags,
+            tags=[DEFAULT_TAG] if tags is None else tags,
             modules=modules,
             layers=layers,
             components=components,

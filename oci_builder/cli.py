@@ -162,8 +162,13 @@ def _warn(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
+def _is_short_file_flag(arg: str) -> bool:
+    """`-fFILE`, argparse's attached form; not a value that merely starts with "-f" after a space."""
+    return arg.startswith("-f") and len(arg) > 2 and not arg.startswith("--")
+
+
 def run_build(argv: Sequence[str]) -> int:
-    if any(arg in ("-f", "--file") or arg.startswith(("-f", "--file=")) for arg in argv):
+    if any(arg in ("-f", "--file") or arg.startswith("--file=") or _is_short_file_flag(arg) for arg in argv):
         return run_build_file(argv)
     args = _build_parser().parse_args(argv)
     from .builder import (
@@ -176,12 +181,13 @@ def run_build(argv: Sequence[str]) -> int:
     )
     from .formats import Format
     from .progress import TerminalProgress, print_summary
+    from .reference import DEFAULT_TAG
 
     fmt = Format(args.format or Format.IMAGE.value)
     request = BuildRequest(
         name=args.name,
         repo=args.repo,
-        tags=args.tags or ["latest"],
+        tags=args.tags or [DEFAULT_TAG],
         modules=args.modules,
         layers=args.layers,
         components=args.components,
@@ -290,20 +296,23 @@ class _PushDisplay:
     def event(self, event: PushEvent) -> None:
         if not self.enabled:
             return
-        if self._upload is not None:
-            self._upload.close()
-            self._upload = None
-        from .progress import TerminalProgress, human_size
+        self.close()
+        from .progress import TerminalProgress
 
         if event.action == "uploading":
             self._upload = TerminalProgress.for_terminal(event.descriptor.size, False, label="pushing")
             return
-        d = event.descriptor
-        print(f"{event.action:<9} {d.digest}  {human_size(d.size):>10}  {event.repository}", file=sys.stderr)
+        print(event, file=sys.stderr)
 
     def progress(self, n: int) -> None:
         if self._upload is not None:
             self._upload(n)
+
+    def close(self) -> None:
+        """Clear an unfinished progress line, so an error after it starts on a clean line."""
+        if self._upload is not None:
+            self._upload.close()
+            self._upload = None
 
 
 def _push(
@@ -316,17 +325,20 @@ def _push(
     from .registry import push_archive
 
     display = _PushDisplay(args.quiet)
-    pushed = push_archive(
-        archive,
-        references,
-        repo=repo,
-        credentials=credential,
-        ca_file=args.ca_file,
-        insecure=args.insecure,
-        on_event=display.event,
-        progress=display.progress,
-        warn=_warn,
-    )
+    try:
+        pushed = push_archive(
+            archive,
+            references,
+            repo=repo,
+            credentials=credential,
+            ca_file=args.ca_file,
+            insecure=args.insecure,
+            on_event=display.event,
+            progress=display.progress,
+            warn=_warn,
+        )
+    finally:
+        display.close()
     for ref in pushed:
         print(f"pushed {ref}")
 

@@ -7,6 +7,7 @@ the copy hides behind the hash.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -15,7 +16,7 @@ import queue
 import re
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -203,14 +204,24 @@ def copy_parts(
             try:
                 if dst is not None and _is_file(dst):
                     _copy_file_alongside(src, dst, part, h, progress)
-                else:
-                    copy_hashed(src, dst, part.size, h, progress, to_end=False)
+                else:  # into memory (a BytesIO, a GzipFile over one): an OSError here is the input's
+                    with _reading(part):
+                        copy_hashed(src, dst, part.size, h, progress, to_end=False)
             except ShortReadError as exc:
                 raise InputError(str(part.path), str(exc), path=part.path) from None
             after = os.fstat(src.fileno())
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise InputError(str(part.path), "the file changed while it was read", path=part.path)
     return h
+
+
+@contextlib.contextmanager
+def _reading(part: FileRange) -> Iterator[None]:
+    """Blame the input file, not the archive being written, for an I/O error while reading `part`."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(str(part.path), f"read failed: {exc.strerror or exc}", path=part.path) from None
 
 
 def _check_size(part: FileRange, file_size: int) -> None:
@@ -253,7 +264,8 @@ def _copy_file_alongside(
     copier = threading.Thread(target=copy, name="blob-copy", daemon=True)
     copier.start()
     try:
-        copy_hashed(src, None, part.size, h, progress, to_end=False)
+        with _reading(part):
+            copy_hashed(src, None, part.size, h, progress, to_end=False)
     finally:
         copier.join()
     if failure:

@@ -6,7 +6,11 @@ exit status (2 for usage, 1 for the rest) and never show a traceback unless aske
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+Warn = Callable[[str], None]
+"""Where a warning goes: stderr for the CLI, a ::warning:: annotation in the Action."""
 
 
 class OciBuilderError(Exception):

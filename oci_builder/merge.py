@@ -27,7 +27,7 @@ from .errors import InputError, UsageError
 from .formats import name_annotations
 from .inspection import config_platform, platform_text
 from .reader import MAX_NESTING, ArchiveError, OciArchive
-from .reference import ReferenceError, parse_reference
+from .reference import DEFAULT_TAG, ReferenceError, parse_reference
 from .spec import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -46,7 +46,6 @@ NAME_ANNOTATIONS = (ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME)
 ANNOTATION_DOCKER_REFERENCE_TYPE = "vnd.docker.reference.type"
 ANNOTATION_DOCKER_REFERENCE_DIGEST = "vnd.docker.reference.digest"
 ATTESTATION_MANIFEST = "attestation-manifest"
-DEFAULT_TAG = "latest"
 
 
 @dataclass(frozen=True)
@@ -219,7 +218,7 @@ def _reference_key(entry: Descriptor) -> str:
             reference = parse_reference(image_name)
         except ReferenceError:
             return image_name
-        return f"{reference.registry}/{reference.repository}:{reference.tag or DEFAULT_TAG}"
+        return reference.canonical
     return entry.annotations.get(ANNOTATION_REF_NAME) or ""
 
 

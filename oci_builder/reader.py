@@ -193,9 +193,6 @@ class OciArchive:
         normal = normalise_name(name)
         return normal is not None and normal in self._entries
 
-    def entry_size(self, name: str) -> int:
-        return self._entry(name).size
-
     def open_entry(self, name: str) -> BinaryIO:
         """A read-only, seekable stream over exactly that entry's bytes."""
         entry = self._entry(name)
@@ -234,10 +231,6 @@ class OciArchive:
         if not isinstance(value, dict):
             raise ArchiveError(self.path, "must be a JSON object", "index.json")
         return value
-
-    def oci_layout(self) -> Any:
-        """The parsed oci-layout file, or None when it is missing."""
-        return self.read_json_entry("oci-layout") if "oci-layout" in self._entries else None
 
     def top_level(self) -> list[Descriptor]:
         """index.json's manifests, each a checked descriptor."""

@@ -20,6 +20,7 @@ _DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 
 DEFAULT_REGISTRY = "docker.io"
+DEFAULT_TAG = "latest"
 
 
 class ReferenceError(ValueError):
@@ -49,6 +50,11 @@ class Reference:
         if self.domain is None and "/" not in self.path:
             return f"library/{self.path}"
         return self.path
+
+    @property
+    def canonical(self) -> str:
+        """What the reference names, as a registry resolves it: `x:1` and `docker.io/library/x:1` agree."""
+        return f"{self.registry}/{self.repository}:{self.tag or DEFAULT_TAG}"
 
     def with_tag(self, tag: str) -> Reference:
         check_tag(tag)
@@ -139,11 +145,3 @@ def parse_reference(text: str) -> Reference:
         rest, tag = rest[:colon], check_tag(rest[colon + 1 :])
     ref = parse_name(rest)
     return Reference(ref.domain, ref.path, tag, digest or None)
-
-
-def image_reference(repo: str | None, name: str, tag: str) -> Reference:
-    """The runwasi form `REPO/NAME:TAG`, each part checked on its own so errors can name the flag."""
-    check_tag(tag)
-    full = f"{repo.rstrip('/')}/{name}" if repo else name
-    ref = parse_name(full)
-    return Reference(ref.domain, ref.path, tag)

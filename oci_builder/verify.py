@@ -572,11 +572,7 @@ def _same_reference(a: str, b: str) -> bool:
         ra, rb = parse_reference(a), parse_reference(b)
     except ReferenceError:
         return a == b
-    return (ra.registry, ra.repository, ra.tag or "latest") == (
-        rb.registry,
-        rb.repository,
-        rb.tag or "latest",
-    )
+    return ra.canonical == rb.canonical
 
 
 def _rfc3339_problem(value: Any) -> str | None:

@@ -288,7 +288,6 @@ def test_an_archive_with_no_index_is_not_a_layout(tmp_path: Path) -> None:
         with pytest.raises(ArchiveError, match=r"has no index\.json"):
             archive.index()
         assert archive.docker_manifest() is None
-        assert archive.oci_layout() is None
 
 
 def test_closing_releases_the_file(built: Built) -> None:

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..digest import Progress, copy_hashed, sha256_digest
-from ..errors import InputError
+from ..errors import InputError, Warn
 from ..spec import Descriptor
 from .auth import DOCKER_HUB, Authorizer, CredentialStore, repository_scope
 from .transport import (
@@ -31,7 +31,7 @@ from .transport import (
     TlsUnavailable,
     Transport,
     UncertainOutcome,
-    Warn,
+    origin,
 )
 
 DEFAULT_CHUNK_SIZE = 16 << 20
@@ -172,7 +172,7 @@ class RegistryClient:
         """One request with the Authorization for `scopes`; a 401 is answered once, per its challenge."""
         base = self.base_url()
         url = urljoin(base, target)
-        home = _origin(url) == _origin(base)
+        home = origin(url) == origin(base)
         for attempt in (1, 2):
             sent = self._auth.authorization(scopes) if home else None
             request_headers = dict(headers or {})
@@ -436,11 +436,6 @@ class RegistryClient:
 def _scopes(repository: str) -> tuple[str, ...]:
     # One scope for every request on a repository, so one token serves the whole push there.
     return (repository_scope(repository),)
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc.lower()
 
 
 def _open_window(opener: BlobOpener, offset: int, length: int) -> BinaryIO:

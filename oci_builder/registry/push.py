@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..digest import Progress, sha256_digest
-from ..errors import UsageError
+from ..errors import UsageError, Warn
+from ..progress import human_size
 from ..reader import MAX_NESTING, ArchiveError, OciArchive
-from ..reference import Reference, ReferenceError, check_tag, parse_name, parse_reference
+from ..reference import DEFAULT_TAG, Reference, ReferenceError, check_tag, parse_name, parse_reference
 from ..spec import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -28,9 +29,7 @@ from ..spec import (
 )
 from .auth import Credential, CredentialStore
 from .client import DEFAULT_CHUNK_SIZE, MANIFEST_MAX, Mounted, RegistryClient
-from .transport import RegistryError, RetryPolicy, Transport, Warn, tls_context
-
-DEFAULT_TAG = "latest"
+from .transport import RegistryError, RetryPolicy, Transport, tls_context
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,10 @@ class PushEvent:
     action: str
     repository: str
     descriptor: Descriptor
+
+    def __str__(self) -> str:
+        size = human_size(self.descriptor.size)
+        return f"{self.action:<9} {self.descriptor.digest}  {size:>10}  {self.repository}"
 
 
 @dataclass(frozen=True)

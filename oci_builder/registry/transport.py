@@ -25,15 +25,13 @@ from urllib.parse import urljoin, urlsplit
 
 from .. import __version__
 from ..digest import CHUNK_SIZE, Progress, ShortReadError, copy_hashed
-from ..errors import InputError, OciBuilderError
+from ..errors import InputError, OciBuilderError, Warn
 
 USER_AGENT = f"oci-tar-builder/{__version__}"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _ERROR_BODY_MAX = 64 << 10
-
-Warn = Callable[[str], None]
 
 
 class RegistryError(OciBuilderError):
@@ -232,7 +230,7 @@ class Transport:
             if method not in ("GET", "HEAD") and response.status not in (307, 308):
                 return response  # a 301/302/303 to a PUT or PATCH is an answer, not a redirect to follow
             target = urljoin(url, location)
-            if _origin(target) != _origin(url):
+            if origin(target) != origin(url):
                 # Registries send blob traffic to storage backends with signed URLs: our token stays home.
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             url = target
@@ -312,7 +310,7 @@ class Transport:
             self._drop(key)
 
 
-def _origin(url: str) -> tuple[str, str]:
+def origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc.lower()
 
