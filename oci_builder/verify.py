@@ -204,12 +204,13 @@ class _Verifier:
             self.problem(f"{where}: artifactType is required when config is the empty descriptor")
         config_present = config is not None and self.check_blob(config, f"{where} config")
         for i, layer in enumerate(layers):
-            if (
-                layer is not None
-                and self.check_blob(layer, f"{where} layers[{i}]")
-                and self.first_visit(layer)
-            ):
-                self.check_layer(layer, f"{where} layers[{i}]")
+            if layer is None or not self.check_present(layer, f"{where} layers[{i}]"):
+                continue
+            if self.first_visit(layer):
+                self.check_layer(
+                    layer, f"{where} layers[{i}]"
+                )  # a gzip layer is hashed here, while gunzipped
+            self.hash(layer.digest, f"{where} layers[{i}]")
         valid_layers = [layer for layer in layers if layer is not None]
         if config is not None and config_present:
             self.check_config(config, f"{where} config", descriptor.platform, valid_layers)
@@ -434,6 +435,13 @@ class _Verifier:
 
     def check_blob(self, descriptor: Descriptor, where: str) -> bool:
         """Present, of the descriptor's size, and matching its digest; False when it is missing."""
+        if not self.check_present(descriptor, where):
+            return False
+        self.hash(descriptor.digest, where)
+        return True
+
+    def check_present(self, descriptor: Descriptor, where: str) -> bool:
+        """Present and of the descriptor's size (a wrong size is reported, not fatal)."""
         if not self.archive.has_blob(descriptor.digest):
             self.problem(f"{where}: blob {descriptor.digest} is missing from the archive")
             return False
@@ -442,10 +450,10 @@ class _Verifier:
             self.problem(
                 f"{where}: blob {descriptor.digest} has {size} bytes, the descriptor says {descriptor.size}"
             )
-        self.hash(descriptor.digest, where)
         return True
 
     def hash(self, digest: str, where: str, sink: BinaryIO | None = None) -> None:
+        """Stream the blob through its hash (and a sink, which a blob already hashed is read again for)."""
         if digest in self.hashed and sink is None:
             return
         try:
