@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .digest import BlobPart, FileRange, Progress, copy_parts, hex_of, parts_size
+from .digest import BlobPart, FileRange, Progress, blob_path, copy_parts, parts_size
 from .errors import InputError, OutputError
 from .spec import OCI_LAYOUT, Blob, Descriptor, canonical_json, index_json
 
@@ -105,7 +105,7 @@ class ArchiveWriter:
         digest = blob.digest
         if digest not in self._blobs:
             self._blobs.add(digest)
-            self.add_file(f"blobs/sha256/{hex_of(digest)}", blob.data)
+            self.add_file(blob_path(digest), blob.data)
         return blob.descriptor(**descriptor_fields)
 
     def add_stream_blob(
@@ -141,7 +141,7 @@ class ArchiveWriter:
         return Descriptor(media_type, digest, size)
 
     def _blob_header(self, digest: str, size: int) -> bytes:
-        return tar_header(f"blobs/sha256/{hex_of(digest)}", size, mode=0o644, mtime=self._mtime)
+        return tar_header(blob_path(digest), size, mode=0o644, mtime=self._mtime)
 
     def finish_layout(self, index: Sequence[Descriptor], docker: Sequence[Mapping[str, object]]) -> None:
         """End the archive with what makes it a layout: index.json, oci-layout, and docker's manifest.json."""
@@ -160,9 +160,9 @@ def docker_entry(
 ) -> dict[str, object]:
     """One image in docker's manifest.json (what `docker load` reads): paths of its blobs, and its names."""
     return {
-        "Config": f"blobs/sha256/{hex_of(config.digest)}",
+        "Config": blob_path(config.digest),
         "RepoTags": list(repo_tags),
-        "Layers": [f"blobs/sha256/{hex_of(layer.digest)}" for layer in layers],
+        "Layers": [blob_path(layer.digest) for layer in layers],
     }
 
 

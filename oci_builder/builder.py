@@ -21,7 +21,7 @@ from .digest import Progress
 from .errors import InputError, UsageError, Warn
 from .formats import Format, ImagePlan, LayerInput
 from .reference import DEFAULT_TAG, ReferenceError, check_prefix, check_tag, parse_name
-from .spec import Descriptor, is_valid_media_type, manifest_blob
+from .spec import Descriptor, is_valid_media_type, manifest_blob, name_annotations
 from .wasm import WasmFormatError, WasmInfo, read_wasm
 
 # image-spec annotations.md: keys are reverse-domain names; we accept what labels usually are too.
@@ -314,12 +314,12 @@ def _write(
         manifest = writer.add_blob(
             manifest_blob(config, layers, formats.manifest_annotations(plan), artifact_type),
             platform=platform,
-            annotations=formats.name_annotations(plan.reference_name, plan.tags[0]),
+            annotations=name_annotations(plan.reference_name, plan.tags[0]),
             artifact_type=artifact_type,
         )
         images.append(BuiltImage(plan.references, manifest, config, tuple(layers)))
         for tag in plan.tags:
-            index.append(replace(manifest, annotations=formats.name_annotations(plan.reference_name, tag)))
+            index.append(replace(manifest, annotations=name_annotations(plan.reference_name, tag)))
         docker.append(docker_entry(config, layers, plan.references))
     writer.finish_layout(index, docker)
     return BuildResult(tuple(images))

@@ -473,7 +473,6 @@ def _merge_parser() -> argparse.ArgumentParser:
 def run_merge(argv: Sequence[str]) -> int:
     args = _merge_parser().parse_args(argv)
     from .builder import created_from_environment
-    from .inspection import platform_text
     from .merge import merge_archives
     from .progress import TerminalProgress
     from .spec import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_INDEX, Descriptor
@@ -499,7 +498,7 @@ def run_merge(argv: Sequence[str]) -> int:
         return names.get(ANNOTATION_IMAGE_NAME) or names.get(ANNOTATION_REF_NAME) or "-"
 
     for image in result.images:
-        platform = platform_text(image.platform) if image.platform else "-"
+        platform = str(image.platform) if image.platform else "-"
         print(f"image    {reference(image)}  {platform}  {image.digest}")
     for entry in result.index:
         if entry.media_type == MEDIA_TYPE_INDEX:

@@ -56,6 +56,15 @@ def digest_problem(value: object) -> str | None:
     return None
 
 
+def blob_path(digest: str) -> str:
+    """Where image-layout.md puts a blob: `blobs/<algorithm>/<encoded>`; ValueError for a bad digest."""
+    problem = digest_problem(digest)
+    if problem:
+        raise ValueError(problem)
+    algorithm, encoded = digest.split(":", 1)
+    return f"blobs/{algorithm}/{encoded}"
+
+
 def hex_of(digest: str) -> str:
     """The encoded part of a sha256 digest: the blob's file name under blobs/sha256/."""
     algorithm, _, encoded = digest.partition(":")

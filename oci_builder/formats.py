@@ -23,8 +23,6 @@ from .archive import single_file_tar
 from .digest import BlobPart, FileRange, copy_parts, hex_of
 from .spec import (
     ANNOTATION_CREATED,
-    ANNOTATION_IMAGE_NAME,
-    ANNOTATION_REF_NAME,
     ANNOTATION_TITLE,
     LABEL_RUNWASI_LAYERS,
     MEDIA_TYPE_ENVOY_CONFIG,
@@ -39,6 +37,7 @@ from .spec import (
     Descriptor,
     Platform,
     json_blob,
+    name_annotations,
 )
 from .wasm import WasmInfo, WasmKind
 
@@ -255,10 +254,6 @@ def artifact_type(plan: ImagePlan) -> str | None:
     if plan.format is Format.ENVOY:
         return MEDIA_TYPE_ENVOY_CONFIG
     return None
-
-
-def name_annotations(name: str, tag: str) -> dict[str, str]:
-    return {ANNOTATION_IMAGE_NAME: f"{name}:{tag}", ANNOTATION_REF_NAME: tag}
 
 
 def layer_media_type_for_module(fmt: Format) -> str:

@@ -87,7 +87,7 @@ def _view(archive: OciArchive, descriptor: Descriptor, depth: int) -> ImageView:
         document = archive.read_json_blob(config.digest)
         if not isinstance(document, dict):
             raise ArchiveError(archive.path, f"config {config.digest} must be a JSON object")
-        platform = platform or config_platform(document)
+        platform = platform or Platform.from_config(document)
         if config.media_type == MEDIA_TYPE_WASM_CONFIG:
             wasm = WasmView(
                 _text(document.get("os")), _text(document.get("architecture")), _component(document)
@@ -102,14 +102,6 @@ def _annotations(archive: OciArchive, descriptor: Descriptor) -> dict[str, str]:
     if problems:
         raise ArchiveError(archive.path, problems[0])
     return dict(value or {})
-
-
-def config_platform(document: dict[str, Any]) -> Platform | None:
-    """A config's os, architecture and variant: the platform an index entry may leave out."""
-    os, architecture = _text(document.get("os")), _text(document.get("architecture"))
-    if os is None or architecture is None:
-        return None
-    return Platform(os, architecture, _text(document.get("variant")))
 
 
 def _component(document: dict[str, Any]) -> ComponentView | None:
@@ -204,7 +196,7 @@ def _image_lines(image: ImageView, indent: str) -> list[_Line]:
     if image.descriptor.annotations and image.descriptor.annotations != image.annotations:
         lines += _annotation_lines("Index Annotations", image.descriptor.annotations, indent)
     if image.platform:
-        lines.append((indent, "Platform", platform_text(image.platform)))
+        lines.append((indent, "Platform", str(image.platform)))
     if image.descriptor.media_type in INDEX_MEDIA_TYPES:
         lines += [_BLANK, (indent, "Manifests", None)]
         for child in image.manifests:
@@ -259,10 +251,6 @@ def _annotation_lines(heading: str, annotations: Mapping[str, str], indent: str)
         (indent, heading, None),
         *((indent + "  ", key, annotations[key]) for key in sorted(annotations)),
     ]
-
-
-def platform_text(platform: Platform) -> str:
-    return "/".join(part for part in (platform.os, platform.architecture, platform.variant) if part)
 
 
 def _size_text(size: int) -> str:

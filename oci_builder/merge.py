@@ -24,8 +24,6 @@ from typing import BinaryIO
 from .archive import ArchiveWriter, atomic_output, docker_entry
 from .digest import Progress
 from .errors import InputError, UsageError
-from .formats import name_annotations
-from .inspection import config_platform, platform_text
 from .reader import MAX_NESTING, ArchiveError, OciArchive
 from .reference import DEFAULT_TAG, ReferenceError, parse_reference
 from .spec import (
@@ -38,6 +36,7 @@ from .spec import (
     Descriptor,
     Platform,
     index_json,
+    name_annotations,
 )
 
 NAME_ANNOTATIONS = (ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME)
@@ -170,7 +169,7 @@ def _flatten(
 def _config_platform(archive: OciArchive, manifest: Descriptor, config: Descriptor, where: str) -> Platform:
     """What the index entry leaves out (buildah and skopeo often do), from the config's os/architecture."""
     document = archive.read_json_blob(config.digest)
-    platform = config_platform(document) if isinstance(document, dict) else None
+    platform = Platform.from_config(document) if isinstance(document, dict) else None
     if platform is None:
         raise ArchiveError(
             archive.path,
@@ -199,7 +198,7 @@ def _refuse_ambiguous(images: list[_Image]) -> None:
         if first.entry.digest != image.entry.digest:
             raise InputError(
                 _display_name(image.entry),
-                f"two different images for platform {platform_text(image.entry.platform)}: "
+                f"two different images for platform {image.entry.platform}: "
                 f"{first.entry.digest} from {first.archive.path} and {image.entry.digest} from "
                 f"{image.archive.path}; give them different names, or leave one out",
             )

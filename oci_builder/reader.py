@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .archive import BLOCK
-from .digest import FileRange, Progress, ShortReadError, copy_hashed, digest_problem
+from .digest import FileRange, Progress, ShortReadError, blob_path, copy_hashed, digest_problem
 from .errors import InputError
 from .spec import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MAX_SIZE, Descriptor, SpecError
 
@@ -99,15 +99,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise JsonError(f"{name} is not a JSON number")
-
-
-def blob_entry_name(digest: str) -> str:
-    """Where image-layout.md puts a blob: `blobs/<algorithm>/<encoded>`; ValueError for a bad digest."""
-    problem = digest_problem(digest)
-    if problem:
-        raise ValueError(problem)
-    algorithm, encoded = digest.split(":", 1)
-    return f"blobs/{algorithm}/{encoded}"
 
 
 def new_hasher(digest: str) -> hashlib._Hash:
@@ -296,12 +287,12 @@ class OciArchive:
 
     def blob_name(self, digest: str) -> str:
         try:
-            return blob_entry_name(digest)
+            return blob_path(digest)
         except ValueError as exc:
             raise ArchiveError(self.path, str(exc)) from None
 
     def has_blob(self, digest: str) -> bool:
-        return digest_problem(digest) is None and blob_entry_name(digest) in self._entries
+        return digest_problem(digest) is None and blob_path(digest) in self._entries
 
     def blob_size(self, digest: str) -> int:
         return self._blob(digest).size

@@ -57,6 +57,11 @@ def is_valid_media_type(value: str) -> bool:
     return bool(_MEDIA_TYPE.fullmatch(value))
 
 
+def name_annotations(name: str, tag: str) -> dict[str, str]:
+    """How an image is named in a layout: containerd reads the first, OCI tools the second."""
+    return {ANNOTATION_IMAGE_NAME: f"{name}:{tag}", ANNOTATION_REF_NAME: tag}
+
+
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -66,6 +71,18 @@ class Platform:
     os: str
     architecture: str
     variant: str | None = None
+
+    def __str__(self) -> str:
+        """`os/architecture[/variant]`, as docker and containerd write platforms."""
+        return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
+
+    @classmethod
+    def from_config(cls, document: Mapping[str, Any]) -> Platform | None:
+        """A config's os, architecture and variant: the platform an index entry may leave out."""
+        os, architecture, variant = (document.get(key) for key in ("os", "architecture", "variant"))
+        if not isinstance(os, str) or not isinstance(architecture, str):
+            return None
+        return cls(os, architecture, variant if isinstance(variant, str) else None)
 
     def to_json(self) -> dict[str, str]:
         out = {"architecture": self.architecture, "os": self.os}

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from .digest import digest_problem
+from .digest import blob_path, digest_problem
 from .progress import human_size
 from .reader import (
     JSON_LIMIT,
@@ -26,7 +26,6 @@ from .reader import (
     ArchiveError,
     JsonError,
     OciArchive,
-    blob_entry_name,
     normalise_name,
     parse_json,
 )
@@ -548,7 +547,7 @@ class _Verifier:
         matches = [
             digest
             for digest, image in self.images.items()
-            if wanted == (blob_entry_name(image.config), [blob_entry_name(layer) for layer in image.layers])
+            if wanted == (blob_path(image.config), [blob_path(layer) for layer in image.layers])
         ]
         if not matches:
             self.problem(f"{where}: its Config and Layers match no image manifest in index.json")
