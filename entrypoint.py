@@ -372,17 +372,9 @@ def run(workspace: Path) -> int:
     check_push(inputs, plan)
     dest, created_dirs = output_path(plan, inputs.output, workspace)
     archive = relative_to(dest, workspace)
-    if not dest.is_relative_to(workspace):
-        core.warning(f"output {archive} is outside the workspace: later steps on the host will not see it")
-
-    core.start_group(f"Build {plan.reference}")
     try:
-        for layer in plan.layers:
-            core.info(f"{relative_to(layer.path, workspace)}: {layer.media_type}, {human_size(layer.size)}")
-        result = build([plan], dest, now=now)
-        print_summary(result)
+        result = build_logged([plan], dest, workspace, now)
     finally:
-        core.end_group()
         give_to_workspace_owner([*created_dirs, dest], workspace)
     pushed: list[str] = []
     if inputs.push:
@@ -405,6 +397,22 @@ def run(workspace: Path) -> int:
     publish(outputs, summary_markdown(result, archive, pushed))
     core.info(f"{image.references[0]} {image.manifest.digest} -> {archive}")
     return 0
+
+
+def build_logged(plans: Sequence[ImagePlan], dest: Path, workspace: Path, now: datetime) -> BuildResult:
+    """One archive, its inputs and summary in a log group, as both the single image and `config` do."""
+    if not dest.is_relative_to(workspace):
+        where = relative_to(dest, workspace)
+        core.warning(f"output {where} is outside the workspace: later steps on the host will not see it")
+    core.start_group(f"Build {', '.join(plan.reference for plan in plans)}")
+    try:
+        for layer in (layer for plan in plans for layer in plan.layers):
+            core.info(f"{relative_to(layer.path, workspace)}: {layer.media_type}, {human_size(layer.size)}")
+        result = build(plans, dest, now=now)
+        print_summary(result)
+    finally:
+        core.end_group()
+    return result
 
 
 def publish(outputs: Mapping[str, str], summary: str) -> None:
@@ -468,20 +476,7 @@ def run_build_file(path: Path, workspace: Path, now: datetime) -> int:
             owned += make_directories(archive.path.parent)
             owned.append(archive.path)
             where = relative_to(archive.path, workspace)
-            if not archive.path.is_relative_to(workspace):
-                core.warning(
-                    f"output {where} is outside the workspace: later steps on the host will not see it"
-                )
-            core.start_group(f"Build {', '.join(plan.reference for plan in archive.plans)}")
-            try:
-                for layer in (layer for plan in archive.plans for layer in plan.layers):
-                    core.info(
-                        f"{relative_to(layer.path, workspace)}: {layer.media_type}, {human_size(layer.size)}"
-                    )
-                result = build(archive.plans, archive.path, now=now)
-                print_summary(result)
-            finally:
-                core.end_group()
+            result = build_logged(archive.plans, archive.path, workspace, now)
             for plan, image in zip(archive.plans, result.images, strict=True):
                 images.append(image_metadata(plan, image, where, result.size))
                 summary.append(summary_markdown(BuildResult((image,), result.path, result.size), where, []))

@@ -19,7 +19,7 @@ from . import __version__
 from .errors import OciBuilderError, UsageError
 
 if TYPE_CHECKING:
-    from .formats import Format
+    from .formats import Format, ImagePlan
     from .progress import TerminalProgress
     from .registry import Credential, PushEvent
 
@@ -173,14 +173,12 @@ def run_build(argv: Sequence[str]) -> int:
     args = _build_parser().parse_args(argv)
     from .builder import (
         BuildRequest,
-        build,
         created_from_environment,
         default_output,
         plan_image,
         push_registry,
     )
     from .formats import Format
-    from .progress import TerminalProgress, print_summary
     from .reference import DEFAULT_TAG
 
     fmt = Format(args.format or Format.IMAGE.value)
@@ -201,13 +199,7 @@ def run_build(argv: Sequence[str]) -> int:
     credential = _push_credential(args) if args.push else None
     if args.push:
         push_registry(plan)
-    progress = TerminalProgress.for_terminal(sum(layer.size for layer in plan.layers), args.quiet)
-    try:
-        result = build([plan], dest, progress=progress)
-    finally:
-        if progress:
-            progress.close()
-    print_summary(result)
+    _build_and_report([plan], dest, args.quiet)
     if args.push:
         _push(dest, [], None, credential, args)
     return 0
@@ -227,22 +219,24 @@ def _build_file_parser() -> argparse.ArgumentParser:
 
 def run_build_file(argv: Sequence[str]) -> int:
     args = _build_file_parser().parse_args(argv)
-    from .builder import build, created_from_environment
+    from .builder import created_from_environment
     from .buildfile import load_build_file, plan_archives
-    from .progress import TerminalProgress, print_summary
 
     build_file = load_build_file(args.file, default_created=created_from_environment(None, os.environ))
     # Every image is checked before the first archive is written.
     for archive in plan_archives(build_file, warn=_warn):
-        total = sum(layer.size for plan in archive.plans for layer in plan.layers)
-        progress = TerminalProgress.for_terminal(total, args.quiet)
-        try:
-            result = build(archive.plans, archive.path, progress=progress)
-        finally:
-            if progress:
-                progress.close()
-        print_summary(result)
+        _build_and_report(archive.plans, archive.path, args.quiet)
     return 0
+
+
+def _build_and_report(plans: Sequence[ImagePlan], dest: Path, quiet: bool) -> None:
+    """Write one archive, with a progress line on a terminal, then its summary on stdout."""
+    from .builder import build
+    from .progress import print_summary, terminal_progress
+
+    with terminal_progress(sum(layer.size for plan in plans for layer in plan.layers), quiet) as progress:
+        result = build(plans, dest, progress=progress)
+    print_summary(result)
 
 
 def _add_registry_flags(parser: argparse.ArgumentParser) -> None:
@@ -474,14 +468,13 @@ def run_merge(argv: Sequence[str]) -> int:
     args = _merge_parser().parse_args(argv)
     from .builder import created_from_environment
     from .merge import merge_archives
-    from .progress import TerminalProgress
+    from .progress import terminal_progress
     from .spec import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_INDEX, Descriptor
 
     created = created_from_environment(args.created, os.environ)
     # The sources' sizes bound the bytes copied (shared blobs are copied once).
     total = sum(path.stat().st_size for path in args.archives if path.is_file())
-    progress = TerminalProgress.for_terminal(total, args.quiet, label="copying")
-    try:
+    with terminal_progress(total, args.quiet, label="copying") as progress:
         result = merge_archives(
             args.archives,
             args.out_path,
@@ -489,9 +482,6 @@ def run_merge(argv: Sequence[str]) -> int:
             mtime=int(created.timestamp()) if created else 0,
             progress=progress,
         )
-    finally:
-        if progress:
-            progress.close()
 
     def reference(descriptor: Descriptor) -> str:
         names = descriptor.annotations

@@ -6,8 +6,10 @@ stdout, one fact a line, so scripts can parse them.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -59,6 +61,19 @@ class TerminalProgress:
     def close(self) -> None:
         self.stream.write("\r\x1b[K")
         self.stream.flush()
+
+
+@contextlib.contextmanager
+def terminal_progress(
+    total: int, quiet: bool, *, label: str = "hashing"
+) -> Iterator[TerminalProgress | None]:
+    """A progress line for the block's work when it is worth one; cleared however the block ends."""
+    progress = TerminalProgress.for_terminal(total, quiet, label=label)
+    try:
+        yield progress
+    finally:
+        if progress:
+            progress.close()
 
 
 def print_summary(result: BuildResult, stream: TextIO | None = None) -> None:
