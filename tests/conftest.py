@@ -6,9 +6,9 @@ start says which tool and package are missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 from realtools import (
@@ -33,43 +33,46 @@ def _fail_on_tool_error(what: str, exc: ToolError) -> NoReturn:
     pytest.fail(f"{what} could not start: {exc}", pytrace=False)
 
 
+class _Service(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
+def _running(what: str, start: Callable[[], S]) -> Iterator[S]:
+    """Start a service for the session, fail clearly if it cannot start, stop it at the end."""
+    try:
+        service = start()
+    except ToolError as exc:
+        _fail_on_tool_error(what, exc)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """Anonymous plain-HTTP registry on 127.0.0.1 (skopeo needs --dest-tls-verify=false)."""
-    try:
-        reg = Registry(tmp_path_factory.mktemp("registry"))
-    except ToolError as exc:
-        _fail_on_tool_error("registry", exc)
-    try:
-        yield reg
-    finally:
-        reg.stop()
+    yield from _running("registry", lambda: Registry(tmp_path_factory.mktemp("registry")))
 
 
 @pytest.fixture(scope="session")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """HTTPS registry with a self-signed cert (`ca_file`, `cert_dir`) and basic auth (`user`, `password`)."""
-    try:
-        reg = Registry(tmp_path_factory.mktemp("tls-registry"), tls=True, htpasswd=(TLS_USER, TLS_PASSWORD))
-    except ToolError as exc:
-        _fail_on_tool_error("TLS registry", exc)
-    try:
-        yield reg
-    finally:
-        reg.stop()
+    yield from _running(
+        "TLS registry",
+        lambda: Registry(
+            tmp_path_factory.mktemp("tls-registry"), tls=True, htpasswd=(TLS_USER, TLS_PASSWORD)
+        ),
+    )
 
 
 @pytest.fixture(scope="session")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
     """A private containerd; use `.ctr("images", "import", ...)` against it."""
-    try:
-        daemon = Containerd(tmp_path_factory.mktemp("containerd"))
-    except ToolError as exc:
-        _fail_on_tool_error("containerd", exc)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from _running("containerd", lambda: Containerd(tmp_path_factory.mktemp("containerd")))
 
 
 @pytest.fixture(scope="session")
